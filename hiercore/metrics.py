@@ -1,0 +1,270 @@
+"""Evaluation metrics for hierarchical predictions (SPEC.md section 5).
+
+Predicted and true paths are (N, L) integer arrays (numpy or torch); a negative entry in
+`true` marks a level the expert did not label, and every metric scores partial labels on
+their known levels only. Full-Path Accuracy, HCA and mistake severity use the fully
+labelled samples. Tree-based Inconsistency Error (TICE) looks at predictions alone.
+
+Definitions follow the paper (FPA, TICE), "Making Better Mistakes" (CVPR 2020) for the
+mistake severity as the height of the lowest common ancestor, and ProTeCt (CVPR 2024)
+for Hierarchical Consistent Accuracy. A metric with nothing to score is NaN, which
+`evaluate_predictions` writes as None so that its summary is valid JSON.
+"""
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hiercore.decode import consistent_decode, independent_decode
+
+
+def _as_array(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        # numpy has no bfloat16; widening is harmless for argmax and counting.
+        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
+    return np.asarray(x)
+
+
+def _as_paths(x: Any) -> np.ndarray:
+    paths = _as_array(x).astype(np.int64)
+    if paths.ndim != 2:
+        raise ValueError(f"paths must have shape (N, L), got {paths.shape}.")
+    return paths
+
+
+def _as_parents(parents: Sequence[Any]) -> list[np.ndarray]:
+    return [_as_array(p).astype(np.int64) for p in parents]
+
+
+def _mean(flags: np.ndarray) -> float:
+    return float(flags.mean()) if flags.size else math.nan
+
+
+def _fully_labelled(true: np.ndarray) -> np.ndarray:
+    return (true >= 0).all(axis=1)
+
+
+def _inconsistent_pairs(pred: np.ndarray, parents: list[np.ndarray]) -> np.ndarray:
+    """(N, L-1) flags: column l-1 says parents[l][P_l] != P_{l-1}."""
+    columns = [
+        parents[level][pred[:, level]] != pred[:, level - 1] for level in range(1, len(parents))
+    ]
+    if not columns:
+        return np.zeros((pred.shape[0], 0), dtype=bool)
+    return np.stack(columns, axis=1)
+
+
+def level_accuracy(pred: Any, true: Any) -> list[float]:
+    """Micro accuracy at each level over the samples whose label is known there."""
+    pred, true = _as_paths(pred), _as_paths(true)
+    accuracies = []
+    for level in range(true.shape[1]):
+        known = true[:, level] >= 0
+        accuracies.append(_mean(pred[known, level] == true[known, level]))
+    return accuracies
+
+
+def level_macro_accuracy(pred: Any, true: Any, sizes: Sequence[int]) -> list[float]:
+    """Mean per-class recall at each level, over the classes present in `true` there."""
+    pred, true = _as_paths(pred), _as_paths(true)
+    accuracies = []
+    for level, size in enumerate(sizes):
+        known = true[:, level] >= 0
+        labels = true[known, level]
+        hits = (pred[known, level] == labels).astype(np.int64)
+        support = np.bincount(labels, minlength=size)
+        correct = np.bincount(labels, weights=hits, minlength=size)
+        present = support > 0
+        accuracies.append(
+            float((correct[present] / support[present]).mean()) if present.any() else math.nan
+        )
+    return accuracies
+
+
+def full_path_accuracy(pred: Any, true: Any) -> float:
+    """Share of fully labelled samples whose whole predicted path is right (FPA)."""
+    pred, true = _as_paths(pred), _as_paths(true)
+    full = _fully_labelled(true)
+    return _mean((pred[full] == true[full]).all(axis=1))
+
+
+def tree_inconsistency_error(pred: Any, parents: Sequence[Any]) -> float:
+    """Share of predicted paths that are not root-to-leaf paths of the tree (TICE)."""
+    flags = _inconsistent_pairs(_as_paths(pred), _as_parents(parents))
+    return _mean(flags.any(axis=1))
+
+
+def inconsistency_by_level_pair(pred: Any, parents: Sequence[Any]) -> list[float]:
+    """For each adjacent pair of levels (l-1, l), the rate of broken parent links."""
+    flags = _inconsistent_pairs(_as_paths(pred), _as_parents(parents))
+    return [_mean(flags[:, column]) for column in range(flags.shape[1])]
+
+
+def inconsistency_by_subtree(pred: Any, true: Any, parents: Sequence[Any]) -> pd.DataFrame:
+    """Where broken parent links concentrate, grouped by the true node one level up.
+
+    One row per level pair and true parent node (the subtree the sample belongs to),
+    among samples whose label is known at that parent's level: `level` is the deeper
+    level (1-based), `parent_index` the true node's index at the level above it.
+    Sorted with the most inconsistent subtrees first.
+    """
+    pred, true = _as_paths(pred), _as_paths(true)
+    parent_arrays = _as_parents(parents)
+    flags = _inconsistent_pairs(pred, parent_arrays)
+    rows = []
+    for level in range(1, len(parent_arrays)):
+        known = true[:, level - 1] >= 0
+        subtree = true[known, level - 1]
+        broken = flags[known, level - 1]
+        n_parents = len(parent_arrays[level - 1])
+        n = np.bincount(subtree, minlength=n_parents)
+        n_broken = np.bincount(subtree, weights=broken.astype(np.int64), minlength=n_parents)
+        for parent_index in np.flatnonzero(n):
+            rows.append(
+                {
+                    "level": level + 1,
+                    "parent_index": int(parent_index),
+                    "n": int(n[parent_index]),
+                    "n_inconsistent": int(n_broken[parent_index]),
+                    "rate": float(n_broken[parent_index] / n[parent_index]),
+                }
+            )
+    columns = ["level", "parent_index", "n", "n_inconsistent", "rate"]
+    table = pd.DataFrame(rows, columns=columns)
+    table = table.astype(
+        {"level": "int64", "parent_index": "int64", "n": "int64", "n_inconsistent": "int64"}
+    )
+    table = table.sort_values(
+        ["n_inconsistent", "rate", "level", "parent_index"],
+        ascending=[False, False, True, True],
+        kind="stable",
+    )
+    return table.reset_index(drop=True)
+
+
+def _leaf_paths(leaves: np.ndarray, parents: list[np.ndarray]) -> np.ndarray:
+    steps = [leaves]
+    for level in range(len(parents) - 1, 0, -1):
+        steps.append(parents[level][steps[-1]])
+    return np.stack(steps[::-1], axis=1)
+
+
+def mistake_severity(pred: Any, true: Any, parents: Sequence[Any]) -> float:
+    """Mean height of the LCA of predicted and true leaf over wrong leaf predictions.
+
+    Height is L minus the LCA's depth (root depth 0), so confusing two siblings costs 1
+    and confusing leaves that only share the root costs L. The ancestors come from the
+    leaves themselves, not from the predicted upper levels, which may be inconsistent.
+    """
+    pred, true = _as_paths(pred), _as_paths(true)
+    parent_arrays = _as_parents(parents)
+    full = _fully_labelled(true)
+    wrong = full & (pred[:, -1] != true[:, -1])
+    if not wrong.any():
+        return math.nan
+    predicted = _leaf_paths(pred[wrong, -1], parent_arrays)
+    actual = _leaf_paths(true[wrong, -1], parent_arrays)
+    # In a tree, equal nodes at a level imply equal ancestors, so the number of equal
+    # levels is the depth of the lowest common ancestor.
+    lca_depth = (predicted == actual).sum(axis=1)
+    return float((true.shape[1] - lca_depth).mean())
+
+
+def hierarchical_consistent_accuracy(
+    logits: Sequence[Any], true: Any, parents: Sequence[Any]
+) -> float:
+    """HCA (ProTeCt): leaf argmax right and, at every level, the argmax among the
+    children of the true node one level up right; over fully labelled samples."""
+    true = _as_paths(true)
+    parent_arrays = _as_parents(parents)
+    full = _fully_labelled(true)
+    if not full.any():
+        return math.nan
+    true = true[full]
+    scores = [_as_array(z).astype(np.float64)[full] for z in logits]
+    ok = scores[-1].argmax(axis=1) == true[:, -1]
+    for level, z in enumerate(scores):
+        if level == 0:
+            restricted = z
+        else:
+            is_child = parent_arrays[level][None, :] == true[:, level - 1][:, None]
+            restricted = np.where(is_child, z, -np.inf)
+        ok &= restricted.argmax(axis=1) == true[:, level]
+    return float(ok.mean())
+
+
+def confusion_matrices(pred: Any, true: Any, sizes: Sequence[int]) -> list[np.ndarray]:
+    """Per level, a (C_l, C_l) count matrix with true rows and predicted columns."""
+    pred, true = _as_paths(pred), _as_paths(true)
+    matrices = []
+    for level, size in enumerate(sizes):
+        known = true[:, level] >= 0
+        matrix = np.zeros((size, size), dtype=np.int64)
+        np.add.at(matrix, (true[known, level], pred[known, level]), 1)
+        matrices.append(matrix)
+    return matrices
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _decoding_summary(
+    pred: torch.Tensor, true: np.ndarray, parents: list[np.ndarray], sizes: list[int]
+) -> dict:
+    return {
+        "fpa": full_path_accuracy(pred, true),
+        "tice": tree_inconsistency_error(pred, parents),
+        "level_accuracy": level_accuracy(pred, true),
+        "level_macro_accuracy": level_macro_accuracy(pred, true, sizes),
+        "mistake_severity": mistake_severity(pred, true, parents),
+        "inconsistency_by_level_pair": inconsistency_by_level_pair(pred, parents),
+    }
+
+
+def evaluate_predictions(logits: Sequence[Any], true: Any, parents: Sequence[Any]) -> dict:
+    """JSON-ready summary for the CLI and the studio.
+
+    Top-level keys hold the independent decoding's metrics (fpa, tice, level_accuracy,
+    level_macro_accuracy, mistake_severity, inconsistency_by_level_pair); "consistent"
+    holds the same keys for consistent decoding; "hca" and "n" complete it. NaN is None.
+    """
+    tensors = [torch.as_tensor(_as_array(z)) for z in logits]
+    true = _as_paths(true)
+    parent_arrays = _as_parents(parents)
+    parent_tensors = [torch.as_tensor(p) for p in parent_arrays]
+    sizes = [z.shape[1] for z in tensors]
+    summary = _decoding_summary(independent_decode(tensors).cpu(), true, parent_arrays, sizes)
+    summary["consistent"] = _decoding_summary(
+        consistent_decode(tensors, parent_tensors).cpu(), true, parent_arrays, sizes
+    )
+    summary["hca"] = hierarchical_consistent_accuracy(tensors, true, parent_arrays)
+    summary["n"] = int(true.shape[0])
+    return _json_safe(summary)
+
+
+__all__ = [
+    "confusion_matrices",
+    "evaluate_predictions",
+    "full_path_accuracy",
+    "hierarchical_consistent_accuracy",
+    "inconsistency_by_level_pair",
+    "inconsistency_by_subtree",
+    "level_accuracy",
+    "level_macro_accuracy",
+    "mistake_severity",
+    "tree_inconsistency_error",
+]
