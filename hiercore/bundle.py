@@ -1,0 +1,91 @@
+"""The export bundle of a finished run: one zip a user can take away and predict with.
+
+The zip holds the adapter weights (safetensors), the taxonomy (native JSON), the prompts
+(templates and the prompt of every node), the run config, the metrics and, when present,
+the training history. Its files keep the names of a run folder, so an unpacked bundle is
+itself a run folder: ``Predictor.from_run(unpacked)`` and ``python -m hiercore predict
+--run unpacked`` load it (the base CLIP comes from the config's model name).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+from hiercore.config import RunConfig
+from hiercore.errors import HierTuneError
+from hiercore.models.loading import DEFAULT_MODEL_DIR, DEFAULT_TEMPLATES
+from hiercore.models.prompts import check_templates, node_prompts
+from hiercore.taxonomy import Taxonomy
+
+REQUIRED = ("adapter.safetensors", "taxonomy.json", "config.json", "metrics.json")
+OPTIONAL = ("history.json",)
+
+README = """HierTune run bundle
+
+adapter.safetensors  LoRA adapter weights of the fine-tuned CLIP (safetensors)
+taxonomy.json        the class tree (HierTune native JSON: level_names, nodes)
+prompts.json         prompt templates and the prompts of every node
+config.json          the run configuration (RunConfig); "model" names the base CLIP
+metrics.json         validation metrics (FPA, TICE, per-level accuracy, ...)
+
+Unzip it and use the folder as a run folder:
+
+    python -m hiercore predict --run <folder> image.png
+    from hiercore.predict import Predictor; Predictor.from_run("<folder>")
+"""
+
+
+def run_templates(config: RunConfig) -> list[str]:
+    """The prompt templates a run used: its own, else those of its base model's card.
+
+    Mirrors `HierClip`, which takes the config's templates or the loaded model's; the
+    card is read from the model folder without loading any weights.
+    """
+    if config.templates:
+        return check_templates(config.templates)
+    folder = None
+    if config.model == "default":
+        folder = DEFAULT_MODEL_DIR
+    elif config.model.startswith("local-dir:") or Path(config.model).is_dir():
+        folder = Path(config.model.removeprefix("local-dir:"))
+    card_file = folder / "open_clip_config.json" if folder is not None else None
+    if card_file is not None and card_file.is_file():
+        card = json.loads(card_file.read_text()).get("hiertune", {})
+        if card.get("templates"):
+            return check_templates(card["templates"])
+    return list(DEFAULT_TEMPLATES)
+
+
+def bundle_prompts(taxonomy: Taxonomy, templates: list[str]) -> dict:
+    """The prompts.json content: templates and every node's prompts, keyed by node id."""
+    return {
+        "templates": list(templates),
+        "nodes": {
+            n: {"path": taxonomy.path_names(n), "prompts": node_prompts(taxonomy, n, templates)}
+            for n in taxonomy.iter_dfs()
+        },
+    }
+
+
+def build_bundle(run_dir: str | Path, out_zip: str | Path) -> Path:
+    """Write the export zip of the finished run in `run_dir` to `out_zip`; returns its path."""
+    run = Path(run_dir)
+    missing = [name for name in REQUIRED if not (run / name).is_file()]
+    if missing:
+        raise HierTuneError(
+            f"Run folder {run} has no {missing[0]}: only a finished run can be exported."
+        )
+    config = RunConfig.load(run / "config.json")
+    taxonomy = Taxonomy.from_dict(json.loads((run / "taxonomy.json").read_text()))
+    prompts = bundle_prompts(taxonomy, run_templates(config))
+    out = Path(out_zip)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in (*REQUIRED, *OPTIONAL):
+            if (run / name).is_file():
+                zf.write(run / name, arcname=name)
+        zf.writestr("prompts.json", json.dumps(prompts, indent=1, ensure_ascii=False))
+        zf.writestr("README.txt", README)
+    return out
