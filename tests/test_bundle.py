@@ -73,5 +73,5 @@ def test_templates_fall_back_to_the_models(tmp_path):
 def test_unfinished_run_is_refused(tmp_path):
     run = fake_run(tmp_path / "run")
     (run / "adapter.safetensors").unlink()
-    with pytest.raises(HierTuneError, match="adapter.safetensors"):
+    with pytest.raises(HierTuneError, match=r"adapter\.safetensors"):
         build_bundle(run, tmp_path / "b.zip")
