@@ -1,0 +1,55 @@
+"""The run comparison table as a Plotly table, best value per metric highlighted.
+
+One row per run or baseline (SPEC §6). Numeric columns are written with three
+significant decimals; for each metric column the best cell is shaded, where "best" is
+the largest value except for error-like columns (`lower_is_better`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+LOWER_IS_BETTER = ("tice", "mistake_severity", "consistent_tice", "loss", "train_time_s")
+BEST_FILL = "#d9f2d9"
+PLAIN_FILL = "white"
+
+
+def _cell_text(value: object) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def comparison_table_figure(
+    df: pd.DataFrame, lower_is_better: Iterable[str] = LOWER_IS_BETTER
+) -> go.Figure:
+    """A table of `df` (one row per run) with the best value of each numeric column shaded."""
+    lower = set(lower_is_better)
+    fills, texts = [], []
+    for column in df.columns:
+        values = df[column]
+        texts.append([_cell_text(v) for v in values])
+        fill = [PLAIN_FILL] * len(values)
+        numeric = pd.to_numeric(values, errors="coerce")
+        if pd.api.types.is_numeric_dtype(values) and numeric.notna().sum() > 1:
+            best = numeric.min() if column in lower else numeric.max()
+            fill = [BEST_FILL if v == best else PLAIN_FILL for v in numeric]
+        fills.append(fill)
+    fig = go.Figure(
+        go.Table(
+            header=dict(values=[str(c) for c in df.columns], fill_color="#eeeeee", align="left"),
+            cells=dict(values=texts, fill_color=fills, align="left"),
+        )
+    )
+    fig.update_layout(
+        title=f"Run comparison ({len(df)} runs)",
+        margin=dict(t=50, l=10, r=10, b=10),
+        height=max(250, 110 + 30 * len(df)),
+    )
+    return fig

@@ -1,0 +1,150 @@
+"""The taxonomy as a sunburst or a treemap, sized by labelled images.
+
+Sector ids are node ids, so a click in the studio maps straight back to a node. The
+virtual root is not drawn, and padding copies never appear: they exist only in the
+per-level index, not in the tree. A label is one node at any depth, so a node's image
+count is its own labels plus those of its subtree (`branchvalues="total"`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+
+from hiercore.figures.lineage import PATH_SEP
+from hiercore.figures.palette import ancestor_colors
+from hiercore.taxonomy.tree import ROOT, Taxonomy
+
+AUTO_MAXDEPTH_NODES = 2000
+"""Above this many nodes a figure shows three rings at a time; clicking zooms in."""
+
+
+@dataclass
+class TreeSectors:
+    """Flat per-node arrays for a hierarchical Plotly trace, parents before children."""
+
+    ids: list[str]
+    labels: list[str]
+    parents: list[str]
+    paths: list[str]
+    own: list[int]
+    """Images labelled exactly at the node (partial labels on inner nodes)."""
+    subtree: list[int]
+    """Images labelled at the node or below it."""
+    leaves: list[int]
+    """Leaves at or below the node (1 for a leaf)."""
+    colors: list[str]
+
+
+def tree_sectors(tax: Taxonomy, counts: Mapping[str, int] | None = None) -> TreeSectors:
+    """One entry per taxonomy node with its path, image counts and colour."""
+    counts = counts or {}
+    colors = ancestor_colors(tax)
+    ids, labels, parents, paths = [], [], [], []
+    # explicit stack keeps this linear for 10k-leaf trees (no per-node path walks)
+    stack = [(child, ROOT, "") for child in reversed(tax.children(ROOT))]
+    while stack:
+        node, parent, parent_path = stack.pop()
+        name = tax.name(node)
+        path = f"{parent_path}{PATH_SEP}{name}" if parent_path else name
+        ids.append(node)
+        labels.append(name)
+        parents.append("" if parent == ROOT else parent)
+        paths.append(path)
+        stack.extend((child, node, path) for child in reversed(tax.children(node)))
+    position = {node: i for i, node in enumerate(ids)}
+    own = [int(counts.get(node, 0)) for node in ids]
+    subtree = list(own)
+    leaves = [0] * len(ids)
+    for i in range(len(ids) - 1, -1, -1):  # children come after parents
+        if leaves[i] == 0:
+            leaves[i] = 1
+        if parents[i]:
+            p = position[parents[i]]
+            subtree[p] += subtree[i]
+            leaves[p] += leaves[i]
+    return TreeSectors(ids, labels, parents, paths, own, subtree, leaves, [colors[n] for n in ids])
+
+
+def _values(sectors: TreeSectors, size_by: str) -> list[int]:
+    if size_by == "images":
+        return sectors.subtree
+    if size_by == "leaves":
+        return sectors.leaves
+    raise ValueError(f'size_by must be "images" or "leaves", got {size_by!r}.')
+
+
+def _pick_size(sectors: TreeSectors, size_by: str | None) -> str:
+    # With no labelled image every sector would have size 0 and nothing would be drawn.
+    if size_by is None:
+        return "images" if any(sectors.own) else "leaves"
+    return size_by
+
+
+def _trace_args(
+    tax: Taxonomy, counts: Mapping[str, int] | None, size_by: str | None, maxdepth: int | None
+) -> tuple[dict, str]:
+    sectors = tree_sectors(tax, counts)
+    size_by = _pick_size(sectors, size_by)
+    if maxdepth is None:
+        maxdepth = 3 if len(sectors.ids) > AUTO_MAXDEPTH_NODES else -1
+    customdata = [
+        [path, sub, own, lv]
+        for path, sub, own, lv in zip(
+            sectors.paths, sectors.subtree, sectors.own, sectors.leaves, strict=True
+        )
+    ]
+    args = dict(
+        ids=sectors.ids,
+        labels=sectors.labels,
+        parents=sectors.parents,
+        values=_values(sectors, size_by),
+        branchvalues="total",
+        marker=dict(colors=sectors.colors),
+        customdata=customdata,
+        hovertemplate=(
+            "%{customdata[0]}<br>%{customdata[1]} images in this subtree"
+            "<br>%{customdata[2]} labelled at this node<br>%{customdata[3]} leaves"
+            "<extra></extra>"
+        ),
+        maxdepth=maxdepth,
+    )
+    total = sum(sectors.own)
+    size_note = "sized by labelled images" if size_by == "images" else "sized by leaf count"
+    title = f"Taxonomy: {len(sectors.ids):,} nodes, {total:,} labelled images ({size_note})"
+    return args, title
+
+
+def taxonomy_sunburst(
+    tax: Taxonomy,
+    counts: Mapping[str, int] | None = None,
+    *,
+    size_by: str | None = None,
+    maxdepth: int | None = None,
+) -> go.Figure:
+    """A sunburst of the taxonomy; sector ids are node ids.
+
+    `counts` maps node id to the images labelled at that node. `size_by` is "images"
+    (subtree image counts) or "leaves"; by default images when any are labelled.
+    `maxdepth` caps the rings drawn at once (-1: all; default all up to 2,000 nodes, else 3).
+    """
+    args, title = _trace_args(tax, counts, size_by, maxdepth)
+    fig = go.Figure(go.Sunburst(insidetextorientation="radial", **args))
+    fig.update_layout(title=title, margin=dict(t=50, l=10, r=10, b=10))
+    return fig
+
+
+def taxonomy_treemap(
+    tax: Taxonomy,
+    counts: Mapping[str, int] | None = None,
+    *,
+    size_by: str | None = None,
+    maxdepth: int | None = None,
+) -> go.Figure:
+    """A treemap of the taxonomy with the same ids, sizes and hover as `taxonomy_sunburst`."""
+    args, title = _trace_args(tax, counts, size_by, maxdepth)
+    fig = go.Figure(go.Treemap(**args))
+    fig.update_layout(title=title, margin=dict(t=50, l=10, r=10, b=10))
+    return fig
