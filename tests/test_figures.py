@@ -495,3 +495,15 @@ def test_comparison_table_figure():
     fills = table.cells.fill.color
     assert [f == "white" for f in fills[1]] == [True, True, False]  # highest FPA
     assert [f == "white" for f in fills[2]] == [True, False, True]  # lowest TICE
+
+
+def test_aggregate_confusion_any_grouping():
+    rng = np.random.default_rng(4)
+    cm = rng.integers(0, 9, size=(12, 12))
+    for groups in (np.repeat(np.arange(4), 3), rng.integers(0, 4, 12)):
+        n_groups = int(groups.max()) + 1
+        loop = np.zeros((n_groups, n_groups), dtype=cm.dtype)
+        for r in range(12):
+            for c in range(12):
+                loop[groups[r], groups[c]] += cm[r, c]
+        np.testing.assert_array_equal(F.aggregate_confusion(cm, groups, n_groups), loop)
