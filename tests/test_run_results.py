@@ -1,0 +1,94 @@
+"""Reading a run folder back: confusion, inconsistency drill-down and cached maps."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hiercore.config import RunConfig
+from hiercore.errors import HierTuneError
+from hiercore.run_results import RunResults
+from hiercore.taxonomy import Taxonomy
+
+# level 1: A(0) B(1); level 2: a1(0) a2(1) under A, b1(2) under B
+TAX = Taxonomy.from_nodes(
+    [
+        {"id": "A", "name": "A", "parent": None},
+        {"id": "B", "name": "B", "parent": None},
+        {"id": "a1", "name": "a1", "parent": "A"},
+        {"id": "a2", "name": "a2", "parent": "A"},
+        {"id": "b1", "name": "b1", "parent": "B"},
+    ]
+)
+TRUE = np.array([[0, 0], [0, 1], [1, 2], [1, 2], [0, -1]])
+IND = np.array([[0, 0], [0, 2], [1, 2], [0, 2], [1, 2]])  # rows 1 and 3 break the tree
+CONS = np.array([[0, 0], [1, 2], [1, 2], [1, 2], [1, 2]])
+
+
+@pytest.fixture
+def run(tmp_path):
+    RunConfig(model="tiny-random").save(tmp_path / "config.json")
+    (tmp_path / "taxonomy.json").write_text(json.dumps(TAX.to_dict()))
+    (tmp_path / "metrics.json").write_text(json.dumps({"fpa": 0.25}))
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "predictions.npz",
+        logits_0=rng.normal(size=(5, 2)),
+        logits_1=rng.normal(size=(5, 3)),
+        true=TRUE,
+        pred_independent=IND,
+        pred_consistent=CONS,
+        paths=np.array([f"img{i}.png" for i in range(5)]),
+        image_feats=rng.normal(size=(5, 4)).astype(np.float16),
+        node_feats_before=rng.normal(size=(5, 4)),
+        node_feats_after=rng.normal(size=(5, 4)),
+        node_ids=np.array(["A", "B", "a1", "a2", "b1"]),
+    )
+    return RunResults.load(tmp_path)
+
+
+def test_confusion_counts_by_hand(run):
+    assert run.n == 5 and run.depth == 2
+    # level 1, independent: true A -> A, A, (row 4) B ; true B -> B, A
+    assert run.confusion(1).tolist() == [[2, 1], [1, 1]]
+    # level 2: row 4 is unknown there and left out
+    assert run.confusion(2, "consistent").tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 2]]
+
+
+def test_inconsistent_rows_and_table(run):
+    assert run.inconsistent_rows().tolist() == [1, 3]
+    assert run.inconsistent_rows(level=2, subtree="A").tolist() == [1]
+    assert run.inconsistent_rows(level=2, subtree="B").tolist() == [3]
+    assert run.inconsistent_rows(decoding="consistent").tolist() == []
+    table = run.inconsistency_table()
+    rows = {r.node_id: (r.n, r.n_inconsistent) for r in table.itertuples()}
+    assert rows == {"A": (3, 1), "B": (2, 1)}
+    assert set(table["subtree"]) == {"A", "B"}
+    with pytest.raises(HierTuneError, match="Level"):
+        run.inconsistent_rows(level=1)
+
+
+def test_labels_and_names(run):
+    assert run.label_node(1) == "a2"
+    assert run.label_node(4) == "A"  # a partial label
+    assert run.path_names(IND[1]) == ["A", "b1"]
+    assert run.path_names(TRUE[4]) == ["A"]
+
+
+def test_maps_are_cached_beside_the_run(run):
+    before, after, ids = run.node_maps()
+    assert before.shape == (5, 2) and after.shape == (5, 2) and ids[0] == "A"
+    assert before.method == "pca"  # five points are too few for UMAP
+    assert (run.run_dir / "map_nodes_0.npz").is_file()
+    again, _, _ = run.node_maps()
+    np.testing.assert_allclose(before, again)
+    assert again.note == before.note
+    coords = run.image_map()
+    assert coords.shape == (5, 2) and (run.run_dir / "map_images_0.npz").is_file()
+
+
+def test_unfinished_run(tmp_path):
+    with pytest.raises(HierTuneError, match="not finished"):
+        RunResults.load(tmp_path)
