@@ -1,0 +1,117 @@
+"""The LoRA rows of the comparison: the paper's ablation over the loss (SPEC §3, §6).
+
+Each row is one `hiercore.training.train` run of the same `RunConfig` (same towers, rank,
+epochs, batch size, learning rate and seed) with only the loss changed:
+
+- ``flat-ce``: cross-entropy on the leaf level alone (``flat=True``); its prompts for inner
+  nodes never see a label, so its ancestors are those of its best leaf;
+- ``level-ce``: per-level cross-entropy (alpha = lambda = 0);
+- ``tpkl``: + Tree-Path KL (lambda = 0);
+- ``hisce``: + Hierarchy-Sibling Smoothed CE (alpha = 0);
+- ``tpkl-hisce``: + both, the paper's method.
+
+A row keeps the run's alpha (TP-KL weight) and lambda (HiSCE weight) where its loss uses
+them, and falls back to 1 where the run set them to 0. The run folder that `train`
+writes (adapter, history, predictions) is kept as ``run/`` inside the row's folder.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from hiercore.baselines.registry import Method, register_method
+from hiercore.baselines.result import MethodResult, levels_from_leaf_scores
+from hiercore.config import RunConfig
+from hiercore.taxonomy import LevelIndex
+from hiercore.training import ProgressEvent, train
+
+
+class LoraLoss(Method):
+    """A LoRA fine-tuning run with one choice of loss terms."""
+
+    def __init__(self, tpkl: bool, hisce: bool, flat: bool = False) -> None:
+        self.tpkl, self.hisce, self.flat = tpkl, hisce, flat
+        if flat:
+            self.notes = "LoRA; leaf CE only; ancestors of the best leaf"
+        else:
+            terms = ["CE"] + (["TP-KL"] if tpkl else []) + (["HiSCE"] if hisce else [])
+            self.notes = "LoRA; per-level " + " + ".join(terms)
+
+    def run_config(self, config: RunConfig) -> RunConfig:
+        return replace(
+            config,
+            method=self.name or config.method,
+            alpha=(config.alpha or 1.0) if self.tpkl else 0.0,
+            lam=(config.lam or 1.0) if self.hisce else 0.0,
+            flat=self.flat,
+        )
+
+    def fit(
+        self, taxonomy, train_samples, val_samples, config, out_dir, progress=None, stop_event=None
+    ) -> MethodResult:
+        run_config = self.run_config(config)
+        started = time.time()
+        # training time ends where the final scoring of the evaluation images begins
+        ended: list[float] = []
+
+        def watch(event: ProgressEvent) -> None:
+            if event.phase == "eval" and event.message == "final evaluation":
+                ended.append(time.time())
+            if progress is not None:
+                progress(event)
+
+        run_dir = Path(out_dir) / "run"
+        run = train(run_config, taxonomy, train_samples, val_samples, run_dir, watch, stop_event)
+        index = LevelIndex.build(taxonomy)
+        with np.load(run_dir / "predictions.npz") as npz:
+            logits = [npz[f"logits_{i}"] for i in range(index.depth)]
+            true = npz["true"]
+        parents = [np.asarray(p) for p in index.parents]
+        if self.flat:
+            logits = levels_from_leaf_scores(logits[-1], parents)
+        m = run.metrics
+        trainable = int(m.get("trainable_params", 0))
+        result = MethodResult(
+            self.name,
+            logits,
+            true,
+            parents,
+            trainable_params=trainable,
+            clip_params=int(m.get("total_params", 0)) - trainable,
+            train_time_s=(ended[0] if ended else time.time()) - started,
+            state=run.state,
+            notes=self.notes,
+            leaf_only=self.flat,
+            extra={"steps": m.get("steps"), "alpha": run_config.alpha, "lam": run_config.lam},
+        )
+        result.save(out_dir)
+        return result
+
+
+@register_method("flat-ce")
+def flat_ce(**kw) -> Method:
+    return LoraLoss(tpkl=False, hisce=False, flat=True, **kw)
+
+
+@register_method("level-ce")
+def level_ce(**kw) -> Method:
+    return LoraLoss(tpkl=False, hisce=False, **kw)
+
+
+@register_method("tpkl")
+def tpkl(**kw) -> Method:
+    return LoraLoss(tpkl=True, hisce=False, **kw)
+
+
+@register_method("hisce")
+def hisce(**kw) -> Method:
+    return LoraLoss(tpkl=False, hisce=True, **kw)
+
+
+@register_method("tpkl-hisce")
+def tpkl_hisce(**kw) -> Method:
+    return LoraLoss(tpkl=True, hisce=True, **kw)
