@@ -11,7 +11,8 @@ Neural Networks" (NeurIPS 2018), with lambda_x = 2 / (1 - c |x|^2):
              = (1 / sqrt(c)) * arcosh(1 + 2c |x - y|^2 / ((1 - c|x|^2)(1 - c|y|^2)))
 
 `distance` uses the Möbius form (pointwise), `pairwise_distance` the arcosh form (one
-matrix product for B x N pairs); the tests check that they agree. Points are kept a
+matrix product for B x N pairs, written as 2 arsinh(sqrt(z)) = arcosh(1 + 2z), which stays
+accurate for nearby points); the tests check that the two agree. Points are kept a
 small margin inside the boundary, where float32 would otherwise round them onto it.
 """
 
@@ -82,6 +83,7 @@ def pairwise_distance(x: Tensor, y: Tensor, c: float | Tensor = 1.0) -> Tensor:
     y2 = (y * y).sum(-1, keepdim=True).t()
     sq = (x2 + y2 - 2 * x @ y.t()).clamp_min(0)
     den = ((1 - c * x2) * (1 - c * y2)).clamp_min(_MIN_NORM)
-    # arcosh has an infinite slope at 1: keep the argument a hair above it
-    arg = (1 + 2 * c * sq / den).clamp_min(1 + 1e-7)
-    return torch.acosh(arg) / c.sqrt()
+    # arcosh(1 + 2z) = 2 arsinh(sqrt(z)): exact near d = 0, where arcosh has an infinite
+    # slope; the floor under the square root keeps the gradient finite for equal points
+    z = (c * sq / den).clamp_min(1e-30)
+    return 2 * torch.asinh(z.sqrt()) / c.sqrt()
