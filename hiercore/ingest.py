@@ -1,0 +1,237 @@
+"""Importing uploaded files into a project: images, zips and CSV manifests, with their labels.
+
+What a user drops on the studio is a mix: loose image files, a zip (of class folders, of
+images with a manifest, or of loose images) and CSV manifests (`path`, one column per
+level, see `hiercore.data.samples_from_manifest`). `import_files` sorts them out:
+
+- a zip is unpacked with `hiercore.data.extract_zip_safely` (absolute and '..' entries,
+  symlinks and zip bombs are refused); a manifest inside it labels its images, else
+  class folders do (`samples_from_folder_tree`), else its images come in unlabelled;
+- a manifest's paths are looked up beside it, then among the other uploaded files and
+  unpacked zips by relative path or file name (a browser upload loses the folders);
+- labels are name paths, mapped onto the project's taxonomy; paths it lacks are added
+  to it in one undoable edit, or refused when `add_missing_nodes` is off;
+- loose images get `label` (a node id) or none.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hiercore.data import is_image_file, samples_from_folder_tree, samples_from_manifest
+from hiercore.errors import DataError
+from hiercore.store import Workspace
+from hiercore.taxonomy import ROOT, EditReport, Taxonomy
+
+
+@dataclass
+class ImportSummary:
+    """What `import_files` did."""
+
+    added: int = 0
+    duplicates: int = 0
+    labelled: int = 0
+    """Added images that came with a label."""
+    nodes_added: int = 0
+    """Taxonomy nodes created for labels the taxonomy lacked."""
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    """(file, why) for every file that was not imported."""
+
+    def sentence(self) -> str:
+        parts = [f"Imported {self.added} image(s) ({self.labelled} labelled)"]
+        if self.duplicates:
+            parts.append(f"{self.duplicates} already in the project")
+        if self.nodes_added:
+            parts.append(f"{self.nodes_added} node(s) added to the taxonomy")
+        if self.rejected:
+            name, why = self.rejected[0]
+            more = f" and {len(self.rejected) - 1} more" if len(self.rejected) > 1 else ""
+            parts.append(f"{len(self.rejected)} refused ({Path(name).name}: {why}{more})")
+        return "; ".join(parts) + "."
+
+
+@dataclass
+class _Labelled:
+    """Samples with labels as name paths (None: unlabelled), before mapping to the project."""
+
+    path: str
+    names: tuple[str, ...] | None
+
+
+def import_files(
+    workspace: Workspace,
+    project_id: int,
+    files: list[str | os.PathLike],
+    label: str | None = None,
+    add_missing_nodes: bool = True,
+) -> ImportSummary:
+    """Import uploaded files (images, zips, CSV manifests) into a project; see module doc."""
+    if not files:
+        raise DataError("Choose some images, a zip or a CSV manifest to import.")
+    summary = ImportSummary()
+    with tempfile.TemporaryDirectory(prefix="hiertune-import-") as tmp:
+        loose: list[Path] = []
+        manifests: list[Path] = []
+        folder_sets: list[_Labelled] = []
+        for i, f in enumerate(files):
+            path = Path(f)
+            suffix = path.suffix.lower()
+            if suffix == ".zip":
+                root = Path(tmp) / f"zip{i}"
+                extracted = _unpack(path, root)
+                inner = [p for p in extracted if p.suffix.lower() == ".csv"]
+                if inner:
+                    manifests.extend(inner)
+                    loose_in_zip = [p for p in extracted if is_image_file(p)]
+                    loose.extend(loose_in_zip)  # resolved by the manifests below
+                else:
+                    folder_sets.extend(_zip_samples(_single_top(root), extracted))
+            elif suffix in (".csv", ".tsv"):
+                manifests.append(path)
+            elif is_image_file(path):
+                loose.append(path)
+            else:
+                summary.rejected.append((path.name, "not an image, a zip or a CSV manifest"))
+        listed: list[_Labelled] = []
+        claimed: set[Path] = set()
+        for manifest in manifests:
+            listed.extend(_manifest_samples(manifest, loose, claimed, summary))
+        free = [_Labelled(str(p), None) for p in loose if p.resolve() not in claimed]
+        samples = listed + folder_sets
+        _store(workspace, project_id, samples, free, label, add_missing_nodes, summary)
+    return summary
+
+
+def _unpack(zip_path: Path, dest: Path) -> list[Path]:
+    from hiercore.data import extract_zip_safely
+
+    return extract_zip_safely(zip_path, dest)
+
+
+def _single_top(root: Path) -> Path:
+    """The zip's content root: a lone top folder (how most zip tools pack) is skipped."""
+    entries = [e for e in root.iterdir() if not e.name.startswith(".") and e.name != "__MACOSX"]
+    if len(entries) == 1 and entries[0].is_dir():
+        return entries[0]
+    return root
+
+
+def _zip_samples(root: Path, extracted: list[Path]) -> list[_Labelled]:
+    """Class folders of a zip as labelled samples; a flat zip gives unlabelled ones."""
+    images = [p for p in extracted if is_image_file(p)]
+    has_folders = any(p.is_dir() for p in root.iterdir())
+    if not has_folders:
+        return [_Labelled(str(p), None) for p in images]
+    tax, samples = samples_from_folder_tree(root)
+    return [
+        _Labelled(s.path, tuple(tax.path_names(s.node_id)) if s.node_id else None) for s in samples
+    ]
+
+
+def _manifest_samples(
+    manifest: Path, pool: list[Path], claimed: set[Path], summary: ImportSummary
+) -> list[_Labelled]:
+    """Rows of a manifest, each resolved to a file beside it or among the uploads."""
+    tax, samples = samples_from_manifest(manifest)
+    by_name: dict[str, list[Path]] = {}
+    for p in pool:
+        by_name.setdefault(p.name, []).append(p)
+    out = []
+    for s in samples:
+        found = _resolve(Path(s.path), manifest.parent, by_name)
+        if found is None:
+            summary.rejected.append(
+                (Path(s.path).name, f"listed in {manifest.name} but not uploaded")
+            )
+            continue
+        claimed.add(found.resolve())
+        names = tuple(tax.path_names(s.node_id)) if s.node_id else None
+        out.append(_Labelled(str(found), names))
+    return out
+
+
+def _resolve(path: Path, base: Path, by_name: dict[str, list[Path]]) -> Path | None:
+    if path.is_file():
+        return path
+    candidates = by_name.get(path.name, [])
+    if len(candidates) == 1:
+        return candidates[0]
+    # several uploads share the file name: prefer the one whose folders match the row
+    try:
+        rel = path.relative_to(base).parts
+    except ValueError:
+        rel = path.parts
+    for c in candidates:
+        if c.parts[-len(rel) :] == rel:
+            return c
+    return None
+
+
+def _store(
+    workspace: Workspace,
+    project_id: int,
+    samples: list[_Labelled],
+    free: list[_Labelled],
+    label: str | None,
+    add_missing_nodes: bool,
+    summary: ImportSummary,
+) -> None:
+    wanted = {s.names for s in samples if s.names}
+    node_of = _nodes_for(workspace, project_id, wanted, add_missing_nodes, summary)
+    groups: dict[str | None, list[str]] = {}
+    for s in samples:
+        groups.setdefault(node_of[s.names] if s.names else None, []).append(s.path)
+    for s in free:
+        groups.setdefault(label, []).append(s.path)
+    for node, paths in groups.items():
+        result = workspace.add_images(project_id, [(Path(p).name, p) for p in paths], node_id=node)
+        summary.added += len(result.added)
+        summary.labelled += len(result.added) if node else 0
+        summary.duplicates += len(result.duplicates)
+        summary.rejected.extend(result.rejected)
+
+
+def _nodes_for(
+    workspace: Workspace,
+    project_id: int,
+    wanted: set[tuple[str, ...]],
+    add_missing_nodes: bool,
+    summary: ImportSummary,
+) -> dict[tuple[str, ...], str]:
+    """Project node ids of name paths, adding the missing ones in one edit if allowed."""
+    tax = workspace.taxonomy(project_id)
+    missing = sorted(p for p in wanted if tax.find_by_path(list(p)) is None)
+    if missing and not add_missing_nodes:
+        raise DataError(
+            f"The label {' / '.join(missing[0])!r} is not in the taxonomy"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + "; add it, or allow the import to add missing nodes."
+        )
+    if missing:
+        report = workspace.apply_edit(
+            project_id,
+            f"add {len(missing)} label path(s) from an image import",
+            lambda t: _add_paths(t, missing),
+        )
+        summary.nodes_added = len(report.affected)
+        tax = workspace.taxonomy(project_id)
+    return {p: tax.find_by_path(list(p)) for p in wanted}
+
+
+def _add_paths(tax: Taxonomy, paths: list[tuple[str, ...]]) -> EditReport:
+    added = []
+    for names in paths:
+        node = ROOT
+        for name in names:
+            child = next((c for c in tax.children(node) if tax.name(c) == name), None)
+            if child is None:
+                child = tax.add(name, node)
+                added.append(child)
+            node = child
+    return EditReport("add", added)
+
+
+__all__ = ["ImportSummary", "import_files"]
