@@ -234,7 +234,7 @@ def _csv_rows(text: str, source: str, delimiter: str | None) -> Iterator[tuple[i
         delimiter = "\t" if "\t" in first and "," not in first else ","
         if delimiter == "," and ";" in first and "," not in first:
             delimiter = ";"
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     while True:
         line = reader.line_num + 1
         try:

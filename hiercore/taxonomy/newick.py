@@ -21,7 +21,6 @@ from hiercore.taxonomy.tree import ROOT, Taxonomy
 
 _DELIMITERS = set("(),:;[]'")
 _SAFE_UNQUOTED = re.compile(r"[^\s()\[\]':;,_]+")
-_NUMBER = re.compile(r"[0-9eE+\-.]*")
 
 
 @dataclass
@@ -124,13 +123,15 @@ class _Parser:
 
     def length(self) -> None:
         start = self.pos
-        match = _NUMBER.match(self.text, self.pos)
-        token = match.group(0) if match else ""
+        while self.pos < len(self.text) and not (
+            self.text[self.pos] in _DELIMITERS or self.text[self.pos].isspace()
+        ):
+            self.pos += 1
+        token = self.text[start : self.pos]
         try:
             float(token)
         except ValueError:
             raise self.fail(start, f"the branch length {token!r} is not a number.") from None
-        self.pos += len(token)
 
 
 def read_newick(text: str, source: str = "taxonomy.nwk") -> Taxonomy:
