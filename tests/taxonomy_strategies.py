@@ -18,8 +18,8 @@ descriptions = st.text(NAME_ALPHABET + "\n.", max_size=10).map(str.strip)
 
 
 @st.composite
-def taxonomies(draw, max_nodes: int = 20, with_descriptions: bool = True) -> Taxonomy:
-    """A random tree (ragged in general) with unique sibling names."""
+def taxonomies(draw, max_nodes: int = 20, with_descriptions: bool = True, names=names) -> Taxonomy:
+    """A random tree (ragged in general) with unique sibling names drawn from `names`."""
     tax = Taxonomy()
     ids = [ROOT]
     for _ in range(draw(st.integers(1, max_nodes))):

@@ -310,6 +310,9 @@ class Taxonomy:
             )
         trial = self.copy()
         report = EditReport("merge")
+        # Detach the source first: when the target is one of its ancestors, the source
+        # (or a node of its subtree) must not be taken for the twin of one of its children.
+        trial.graph.remove_edge(trial.parent(source), source)
         trial._merge_into(source, target, report)
         self.graph = trial.graph
         return report
