@@ -1,0 +1,459 @@
+"""Labelled image sets: import (class-folder trees, CSV manifests, zips), splits, datasets.
+
+A `Sample` is one image file and one label, a node id at any depth of the taxonomy (an
+inner node is a partial label, SPEC §1) or None when the image is unlabelled.
+`ImageLabelDataset` turns samples into (image tensor, per-level target) pairs through
+`LevelIndex.target`, and skips images that cannot be read instead of failing mid-epoch.
+`extract_zip_safely` unpacks an uploaded zip only when no member could escape the
+destination or blow up on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from hiercore.errors import DataError, HierTuneError
+from hiercore.taxonomy import LevelIndex, Taxonomy
+from hiercore.taxonomy.formats import walk_class_folders
+from hiercore.taxonomy.pathtree import PathTreeBuilder
+from hiercore.taxonomy.tree import ROOT
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
+SPLITS = ("train", "val")
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+}
+DEFAULT_ZIP_LIMIT = 4 * 1024**3  # 4 GiB uncompressed
+DEFAULT_ZIP_MAX_FILES = 200_000
+
+
+@dataclass
+class Sample:
+    """One image and its label (a node id at any depth, or None when unlabelled)."""
+
+    path: str
+    node_id: str | None
+    split: str | None = None
+    """'train' or 'val' when the source fixed it; None lets `split_samples` decide."""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.path = os.fspath(self.path)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    name = os.path.basename(path)
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+# ---------------------------------------------------------------------- import
+def samples_from_folder_tree(root: str | os.PathLike) -> tuple[Taxonomy, list[Sample]]:
+    """Class folders nested one level per taxonomy level, images inside.
+
+    Images in a leaf folder are labelled with that leaf; images directly in an inner
+    folder get a partial label at that node; images directly in `root` are unlabelled.
+    Hidden files and folders and non-image files are ignored. Node ids are derived from
+    folder paths, so they match `load_taxonomy(root)`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder.")
+    builder = PathTreeBuilder(str(root))
+    ids: dict[tuple[str, ...], str] = {(): ROOT}
+    samples = [Sample(p, None) for p in _images_in(root)]
+    for names, folder in walk_class_folders(root):
+        node = builder.child(ids[names[:-1]], names[-1], f"folder {folder}", unique=True)
+        ids[names] = node
+        samples.extend(Sample(p, node) for p in _images_in(folder))
+    if len(ids) == 1:
+        raise DataError(f"{root} has no class sub-folders.")
+    return builder.build(), samples
+
+
+def _images_in(folder: Path) -> list[str]:
+    with os.scandir(folder) as entries:
+        return sorted(e.path for e in entries if e.is_file() and is_image_file(e.name))
+
+
+def samples_from_manifest(
+    csv_path: str | os.PathLike, taxonomy: Taxonomy | None = None
+) -> tuple[Taxonomy, list[Sample]]:
+    """A CSV manifest: a `path` column, one column per level, an optional `split` column.
+
+    Paths are relative to the CSV's folder (absolute paths are kept). Blank trailing
+    level cells give a partial label; a row with every level blank is unlabelled. With
+    `taxonomy`, every name path must already exist in it; without, the taxonomy is built
+    from the rows (header = rank names, ids derived from name paths).
+    """
+    csv_path = Path(csv_path)
+    source = csv_path.name
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{csv_path}: no such manifest file.") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{source}: the manifest is not UTF-8 text (byte {exc.start}).") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows = []
+    try:
+        for row in reader:
+            if any(c.strip() for c in row):
+                rows.append((reader.line_num, [c.strip() for c in row]))
+    except csv.Error as exc:
+        raise DataError(f"{source} line {reader.line_num + 1}: malformed CSV ({exc}).") from None
+    if not rows:
+        raise DataError(f"{source}: the manifest is empty.")
+    head_line, header = rows[0]
+    lowered = [h.lower() for h in header]
+    if "path" not in lowered:
+        raise DataError(f"{source} line {head_line}: the header has no 'path' column.")
+    path_col = lowered.index("path")
+    split_col = lowered.index("split") if "split" in lowered else None
+    level_cols = [i for i in range(len(header)) if i not in (path_col, split_col)]
+    ranks = [header[i] for i in level_cols]
+    if taxonomy is None and any(not r for r in ranks):
+        raise DataError(f"{source} line {head_line}: a level column has no name.")
+
+    builder = None if taxonomy is not None else PathTreeBuilder(source)
+    base = csv_path.parent
+    samples = []
+    for line, row in rows[1:]:
+        where = f"{source} line {line}"
+        row = row + [""] * (len(header) - len(row))
+        if len(row) > len(header) and any(row[len(header) :]):
+            raise DataError(f"{where}: the row has more cells than the header has columns.")
+        if not row[path_col]:
+            raise DataError(f"{where}: the 'path' cell is blank.")
+        names = _name_path([row[i] for i in level_cols], ranks, where)
+        split = _split_value(row[split_col], where) if split_col is not None else None
+        if not names:
+            node = None
+        elif builder is not None:
+            node = builder.add_path(names, where)
+        else:
+            node = taxonomy.find_by_path(names)
+            if node is None:
+                raise DataError(f"{where}: {' / '.join(names)!r} is not a path of the taxonomy.")
+        path = base / row[path_col]
+        samples.append(Sample(str(path), node, split, {"line": line}))
+    if builder is not None:
+        if not builder.records:
+            raise DataError(f"{source}: no row has a label, so there is no taxonomy to build.")
+        taxonomy = builder.build(ranks)
+    return taxonomy, samples
+
+
+def _name_path(cells: list[str], ranks: list[str], where: str) -> list[str]:
+    depth = next((k for k, c in enumerate(cells) if not c), len(cells))
+    deeper = next((k for k in range(depth, len(cells)) if cells[k]), None)
+    if deeper is not None:
+        raise DataError(
+            f"{where}: the level {ranks[depth]!r} is blank but the deeper level "
+            f"{ranks[deeper]!r} is filled ({cells[deeper]!r})."
+        )
+    return cells[:depth]
+
+
+def _split_value(cell: str, where: str) -> str | None:
+    if not cell:
+        return None
+    split = _SPLIT_ALIASES.get(cell.lower())
+    if split is None:
+        raise DataError(f"{where}: the split {cell!r} is neither 'train' nor 'val'.")
+    return split
+
+
+# ---------------------------------------------------------------------- splits
+def split_samples(
+    samples: Sequence[Sample], index: LevelIndex, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[Sample], list[Sample]]:
+    """(train, val): explicit `split` values first, the rest stratified by label.
+
+    Samples labelled with a leaf are stratified by that leaf, partial labels by their
+    node. About `val_fraction` of the free samples go to val, shared out between strata
+    by largest remainder so small classes are not rounded away all at once; a stratum
+    always keeps at least one sample in train (so a class with one sample trains).
+    Unlabelled samples train. The result depends only on the samples and `seed`, not
+    on their order; both lists keep the input order.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise HierTuneError(f"The validation fraction must be in [0, 1), not {val_fraction}.")
+    fixed: dict[int, str] = {}
+    strata: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        if s.split is not None:
+            if s.split not in SPLITS:
+                raise DataError(f"{s.path}: the split {s.split!r} is neither 'train' nor 'val'.")
+            fixed[i] = s.split
+        elif s.node_id is None:
+            fixed[i] = "train"
+        else:
+            try:
+                index.target(s.node_id)
+            except HierTuneError:
+                raise DataError(
+                    f"{s.path}: the label {s.node_id!r} is not in the taxonomy."
+                ) from None
+            strata[s.node_id].append(i)
+
+    keys = sorted(strata)
+    quota = np.array([len(strata[k]) * val_fraction for k in keys])
+    cap = np.array([len(strata[k]) - 1 for k in keys])
+    n_val = np.minimum(np.floor(quota).astype(int), cap)
+    rng = np.random.default_rng(seed)
+    total = min(round(sum(len(v) for v in strata.values()) * val_fraction), int(cap.sum()))
+    # Hand the remaining val places to the largest remainders (ties broken by the seed).
+    order = np.lexsort((rng.random(len(keys)), -(quota - n_val)))
+    for j in order:
+        if n_val.sum() >= total:
+            break
+        if n_val[j] < cap[j]:
+            n_val[j] += 1
+    for j, key in enumerate(keys):
+        members = sorted(strata[key], key=lambda i: samples[i].path)
+        chosen = rng.permutation(len(members))[: n_val[j]]
+        picked = {members[c] for c in chosen}
+        for i in members:
+            fixed[i] = "val" if i in picked else "train"
+    train = [s for i, s in enumerate(samples) if fixed[i] == "train"]
+    val = [s for i, s in enumerate(samples) if fixed[i] == "val"]
+    return train, val
+
+
+# ---------------------------------------------------------------------- images
+def _open_rgb(path: str) -> Image.Image:
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        return img.convert("RGB")
+
+
+# (path, mtime, size) -> problem, so that rebuilding a dataset (every evaluation) does
+# not decode every image again; a changed file has a new key.
+_checked: dict[tuple[str, int, int], str | None] = {}
+
+
+def image_problem(path: str | os.PathLike) -> str | None:
+    """None when `path` is a readable image, else one sentence saying what is wrong."""
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "The file does not exist."
+    except OSError as exc:
+        return f"The file cannot be read ({exc.strerror})."
+    if not stat.S_ISREG(st.st_mode):
+        return "The path is not a file."
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _checked:
+        if len(_checked) > 1_000_000:
+            _checked.clear()
+        _checked[key] = _decode_problem(path)
+    return _checked[key]
+
+
+def _decode_problem(path: str) -> str | None:
+    try:
+        with Image.open(path) as img:
+            img.verify()  # structure and checksums without decoding every pixel
+        with Image.open(path) as img:
+            img.load()
+    except UnidentifiedImageError:
+        return "The file is not an image format Pillow can read."
+    except Image.DecompressionBombError:
+        return "The image is too large to decode safely."
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        return f"The image data is corrupt or truncated ({exc})."
+    return None
+
+
+def check_images(
+    items: Iterable[Sample | str | os.PathLike],
+) -> tuple[list, list[tuple[str, str]]]:
+    """(readable items, [(path, reason)] of the unreadable ones), items being samples or paths."""
+    good, bad = [], []
+    for item in items:
+        path = item.path if isinstance(item, Sample) else os.fspath(item)
+        problem = image_problem(path)
+        if problem is None:
+            good.append(item)
+        else:
+            bad.append((path, problem))
+    return good, bad
+
+
+def _to_tensor(img: Image.Image) -> torch.Tensor:
+    array = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+class ImageLabelDataset(Dataset):
+    """(image tensor, LongTensor target of shape (L,)) pairs; unreadable images are dropped.
+
+    Every image is checked when the dataset is built; those that cannot be read are
+    logged and left out (`.bad` lists them with a reason). An image that breaks later
+    anyway is logged and replaced by the next readable one, so an epoch never dies on it.
+    `transform` maps a PIL image to a tensor (default: float CHW in [0, 1]).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        index: LevelIndex,
+        transform: Callable[[Image.Image], torch.Tensor] | None = None,
+    ) -> None:
+        targets = []
+        for s in samples:
+            try:
+                targets.append(index.target(s.node_id))
+            except HierTuneError:
+                raise DataError(
+                    f"{s.path}: the label {s.node_id!r} is not in the taxonomy."
+                ) from None
+        good, self.bad = check_images(samples)
+        for path, reason in self.bad:
+            log.warning("Skipping unreadable image %s: %s", path, reason)
+        keep = {id(s) for s in good}
+        self.samples: list[Sample] = list(good)
+        self.targets = torch.tensor(
+            [t for s, t in zip(samples, targets, strict=True) if id(s) in keep],
+            dtype=torch.long,
+        ).reshape(len(good), index.depth)
+        self.transform = transform or _to_tensor
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        for k in range(len(self.samples)):
+            j = (i + k) % len(self.samples)
+            try:
+                image = _open_rgb(self.samples[j].path)
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+                log.warning("Skipping image %s that failed to load: %s", self.samples[j].path, exc)
+                continue
+            return self.transform(image), self.targets[j]
+        raise DataError("None of the images in the dataset can be read any more.")
+
+
+# ---------------------------------------------------------------------- zips
+def extract_zip_safely(
+    zip_path: str | os.PathLike,
+    dest: str | os.PathLike,
+    max_total_bytes: int = DEFAULT_ZIP_LIMIT,
+    max_files: int = DEFAULT_ZIP_MAX_FILES,
+) -> list[Path]:
+    """Extract `zip_path` into `dest` and return the extracted files.
+
+    Refused, with nothing written, when a member has an absolute path or a '..'
+    component, is a symlink, or when the files would exceed `max_total_bytes` (checked
+    on the declared sizes first and on the bytes actually inflated while extracting, to
+    catch archives that lie) or `max_files`. `__MACOSX/` metadata is skipped.
+    """
+    zip_path, dest = Path(zip_path), Path(dest)
+    name = zip_path.name
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except FileNotFoundError:
+        raise DataError(f"{zip_path}: no such zip file.") from None
+    except (zipfile.BadZipFile, OSError):
+        raise DataError(f"{name} is not a readable zip archive.") from None
+    with archive:
+        members = _checked_members(archive, name, max_total_bytes, max_files)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            written = 0
+            for info, parts in members:
+                target = staging.joinpath(*parts)
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as src, open(target, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > max_total_bytes:
+                            raise DataError(
+                                f"{name} inflates to more than {_size(max_total_bytes)}, "
+                                "the limit for an upload (a zip bomb?)."
+                            )
+                        out.write(chunk)
+            return _move_into(staging, dest, [p for i, p in members if not i.is_dir()])
+        except RuntimeError as exc:  # encrypted members
+            raise DataError(f"{name} cannot be extracted ({exc}).") from None
+        except (zipfile.BadZipFile, zlib.error) as exc:
+            raise DataError(f"{name} is damaged ({exc}).") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _checked_members(
+    archive: zipfile.ZipFile, name: str, max_total_bytes: int, max_files: int
+) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
+    infos = archive.infolist()
+    if len(infos) > max_files:
+        raise DataError(f"{name} holds {len(infos)} entries, more than the limit of {max_files}.")
+    out = []
+    total = 0
+    for info in infos:
+        raw = info.filename
+        parts = PurePosixPath(raw.replace("\\", "/")).parts
+        if raw.startswith(("/", "\\")) or (len(raw) > 1 and raw[1] == ":"):
+            raise DataError(f"{name}: the entry {raw!r} has an absolute path.")
+        if ".." in parts:
+            raise DataError(f"{name}: the entry {raw!r} points outside the folder ('..').")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise DataError(f"{name}: the entry {raw!r} is a symbolic link.")
+        if "\0" in raw:
+            raise DataError(f"{name}: the entry {raw!r} has a NUL character in its name.")
+        total += info.file_size
+        if total > max_total_bytes:
+            raise DataError(
+                f"{name} would inflate to more than {_size(max_total_bytes)}, "
+                "the limit for an upload (a zip bomb?)."
+            )
+        parts = tuple(p for p in parts if p not in ("", "."))
+        if not parts or parts[0] == "__MACOSX":
+            continue
+        out.append((info, parts))
+    return out
+
+
+def _move_into(staging: Path, dest: Path, files: list[tuple[str, ...]]) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in staging.iterdir():
+        target = dest / entry.name
+        if target.is_dir() and entry.is_dir():
+            shutil.copytree(entry, target, dirs_exist_ok=True)
+        else:
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+    return sorted({dest.joinpath(*parts) for parts in files})
+
+
+def _size(n: int) -> str:
+    return f"{n} bytes" if n < 1024**2 else f"{n / 1024**2:.0f} MiB"
