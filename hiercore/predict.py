@@ -1,0 +1,148 @@
+"""Predicting taxonomy paths for new images with a saved run or a zero-shot model.
+
+A `Predictor` is what the CLI's ``predict``, the studio's Predict tab, its model-assisted
+labelling and the ``/predict`` API share: load once, then map images to the consistent
+path (SPEC §4), per-level probabilities and the top-k valid paths.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hiercore.config import RunConfig
+from hiercore.decode import consistent_topk, independent_decode
+from hiercore.errors import HierTuneError
+from hiercore.evaluation import autocast
+from hiercore.images import open_rgb, to_rgb
+from hiercore.models import HierClip, apply_lora, load_clip
+from hiercore.models.loading import pick_device
+from hiercore.taxonomy import Taxonomy
+
+
+@dataclass
+class Prediction:
+    """The model's answer for one image."""
+
+    path: list[str]
+    """Names of the consistent (valid) path, first level first."""
+    node_id: str
+    """The deepest node of that path (what a label would be)."""
+    level_probs: list[float]
+    """Softmax probability of the path's node at each level."""
+    independent: list[str]
+    """Names of the per-level argmax (may be an inconsistent path)."""
+    consistent_with_independent: bool
+    topk: list[dict]
+    """The k best valid paths: {"path": [...], "node_id", "score"} with score = mean log-prob."""
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+class Predictor:
+    """A loaded model plus taxonomy, ready to label images."""
+
+    def __init__(self, model: HierClip, device: torch.device) -> None:
+        self.model = model.eval()
+        self.device = device
+        self.parents = model.parents()
+        with torch.no_grad(), autocast(device):
+            self.node_feats = model.encode_nodes()
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "auto") -> Predictor:
+        run = Path(run_dir)
+        for name in ("config.json", "taxonomy.json", "adapter.safetensors"):
+            if not (run / name).is_file():
+                raise HierTuneError(f"{run} is not a finished run folder: {name} is missing.")
+        from hiercore.training import load_adapter
+
+        config = RunConfig.load(run / "config.json")
+        taxonomy = Taxonomy.from_dict(json.loads((run / "taxonomy.json").read_text()))
+        dev = pick_device(device)
+        bundle = load_clip(config.model, config.pretrained)
+        apply_lora(bundle.model, config.lora_spec)
+        load_adapter(bundle.model, run / "adapter.safetensors")
+        return cls(HierClip(bundle, taxonomy, config.templates).to(dev), dev)
+
+    @classmethod
+    def zero_shot(
+        cls,
+        taxonomy: Taxonomy,
+        model: str = "default",
+        pretrained: str | None = None,
+        templates: list[str] | None = None,
+        device: str = "auto",
+    ) -> Predictor:
+        dev = pick_device(device)
+        bundle = load_clip(model, pretrained)
+        return cls(HierClip(bundle, taxonomy, templates).to(dev), dev)
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        return self.model.taxonomy
+
+    @torch.no_grad()
+    def level_logits(self, images: list[Image.Image]) -> list[torch.Tensor]:
+        batch = torch.stack([self.model.bundle.preprocess(to_rgb(im)) for im in images])
+        with autocast(self.device):
+            feats = self.model.encode_images(batch.to(self.device))
+            return [z.float().cpu() for z in self.model.level_logits(feats, self.node_feats)]
+
+    def predict(self, images: list[Image.Image], k: int = 3) -> list[Prediction]:
+        if not images:
+            return []
+        logits = self.level_logits(images)
+        parents = [p.cpu() for p in self.parents]
+        paths, scores = consistent_topk(logits, parents, k=k)
+        ind = independent_decode(logits)
+        probs = [z.softmax(-1) for z in logits]
+        index = self.model.index
+        depth = index.depth
+        out = []
+        for b in range(len(images)):
+            best = paths[b, 0].tolist()
+            names = _path_names(self.taxonomy, index, best)
+            topk = [
+                {
+                    "path": _path_names(self.taxonomy, index, paths[b, j].tolist()),
+                    "node_id": index.node_of_path(paths[b, j].tolist()),
+                    "score": float(scores[b, j]) / depth,
+                }
+                for j in range(paths.shape[1])
+            ]
+            out.append(
+                Prediction(
+                    path=names,
+                    node_id=index.node_of_path(best),
+                    level_probs=[float(probs[lvl][b, best[lvl]]) for lvl in range(depth)],
+                    independent=[
+                        self.taxonomy.name(index.node_at(lvl, int(ind[b, lvl])))
+                        for lvl in range(depth)
+                    ],
+                    consistent_with_independent=bool(np.array_equal(ind[b].numpy(), best)),
+                    topk=topk,
+                )
+            )
+        return out
+
+    def predict_files(self, paths: list[str | Path], k: int = 3) -> list[Prediction]:
+        return self.predict([open_rgb(p) for p in paths], k=k)
+
+
+def _path_names(taxonomy: Taxonomy, index, path: list[int]) -> list[str]:
+    """Names along an index path, without the repeated padding copies of a shallow leaf."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for lvl, i in enumerate(path):
+        node = index.node_at(lvl, i)
+        if node not in seen:
+            seen.add(node)
+            names.append(taxonomy.name(node))
+    return names

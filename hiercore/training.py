@@ -1,0 +1,333 @@
+"""The fine-tuning loop: LoRA on CLIP with CE + alpha * TP-KL + lambda * HiSCE (SPEC §3).
+
+Read it top to bottom: build the model, freeze it and add adapters, cache whatever is
+frozen (image features when the vision tower has no adapters, node text features when
+the text tower has none), then a plain AdamW loop with a warm-up + cosine schedule,
+gradient accumulation and bf16 autocast on GPU. Hooks: `progress(event)` after every
+optimiser step, `stop_event` checked before every micro-batch (cancel within one step),
+a checkpoint after every epoch (adapter weights as safetensors, optimiser state) and
+`resume=True` to continue from it.
+
+Files written to `out_dir`: config.json, taxonomy.json, history.json, metrics.json,
+adapter.safetensors, predictions.npz (validation logits, paths, embeddings) and
+checkpoint/ (what resume needs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, TensorDataset
+
+from hiercore.config import RunConfig
+from hiercore.data import ImageLabelDataset, Sample
+from hiercore.errors import DataError, HierTuneError
+from hiercore.evaluation import autocast, collect, score
+from hiercore.losses import hierarchical_loss
+from hiercore.models import HierClip, apply_lora, count_parameters, load_clip, lora_state_dict
+from hiercore.models.loading import pick_device
+from hiercore.taxonomy import Taxonomy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProgressEvent:
+    """What a training run reports after each optimiser step and each evaluation."""
+
+    phase: str
+    """'setup', 'train', 'eval' or 'done'."""
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps_total: int = 0
+    losses: dict = field(default_factory=dict)
+    lr: float = 0.0
+    eta_s: float | None = None
+    val: dict | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunResult:
+    state: str
+    """'finished' or 'stopped'."""
+    metrics: dict
+    out_dir: Path
+
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+def build_model(config: RunConfig, taxonomy: Taxonomy, device: torch.device) -> HierClip:
+    """The frozen CLIP with adapters, bound to the taxonomy."""
+    torch.manual_seed(config.seed)
+    bundle = load_clip(config.model, config.pretrained, device="cpu", seed=config.seed)
+    apply_lora(bundle.model, config.lora_spec)
+    return HierClip(bundle, taxonomy, config.templates).to(device)
+
+
+def train(
+    config: RunConfig,
+    taxonomy: Taxonomy,
+    train_samples: list[Sample],
+    val_samples: list[Sample],
+    out_dir: str | Path,
+    progress: ProgressFn | None = None,
+    stop_event: threading.Event | None = None,
+    resume: bool = False,
+) -> RunResult:
+    """Fine-tune, evaluate on `val_samples`, write the run folder; see module docstring."""
+    config.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    emit = progress or (lambda e: None)
+    stop = stop_event or threading.Event()
+    device = pick_device(config.device)
+    started = time.time()
+    emit(ProgressEvent("setup", epochs=config.epochs, message="loading model"))
+
+    model = build_model(config, taxonomy, device)
+    index = model.index
+    parents = model.parents()
+    trainable, total = count_parameters(model.clip)
+    config.save(out / "config.json")
+    (out / "taxonomy.json").write_text(json.dumps(taxonomy.to_dict(), indent=1))
+
+    train_set = ImageLabelDataset(train_samples, index, model.bundle.preprocess_train)
+    if len(train_set) == 0:
+        raise DataError("There are no readable labelled training images.")
+    vision_trains = config.lora in ("vision", "both")
+    text_trains = config.lora in ("text", "both")
+
+    with torch.no_grad(), autocast(device):
+        node_feats_before = model.encode_nodes().float()
+    frozen_nodes = None if text_trains else node_feats_before
+
+    if vision_trains:
+        loader = DataLoader(
+            train_set,
+            batch_size=config.batch_size,
+            shuffle=True,
+            drop_last=False,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+    else:  # encode the images once: the frozen tower gives the same features every epoch
+        emit(ProgressEvent("setup", epochs=config.epochs, message="caching image features"))
+        cached = collect(model, train_set.samples, config.batch_size, device, frozen_nodes)
+        loader = DataLoader(
+            TensorDataset(torch.from_numpy(cached.image_feats), torch.from_numpy(cached.true)),
+            batch_size=config.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise HierTuneError("This run has nothing to train: choose LoRA on vision, text or both.")
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
+    steps_total = steps_per_epoch * config.epochs
+    if config.max_steps:
+        steps_total = min(steps_total, config.max_steps)
+    warmup = int(config.warmup_ratio * steps_total)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, warmup, steps_total)
+    )
+
+    history: list[dict] = []
+    start_epoch, step = 0, 0
+    ckpt = out / "checkpoint"
+    if resume and (ckpt / "state.json").is_file():
+        start_epoch, step, history = _load_checkpoint(ckpt, model, optimizer, schedule, config)
+        emit(
+            ProgressEvent(
+                "setup",
+                start_epoch,
+                config.epochs,
+                step,
+                steps_total,
+                message=f"resumed after epoch {start_epoch}",
+            )
+        )
+
+    level_mask = _flat_mask(index.depth) if config.flat else None
+    t_loop, steps_done_here = time.time(), 0
+    state = "finished"
+    model.train()
+    for epoch in range(start_epoch, config.epochs):
+        micro = 0
+        for batch in loader:
+            if stop.is_set() or (config.max_steps and step >= config.max_steps):
+                break
+            x, targets = batch[0].to(device), batch[1].to(device)
+            if level_mask is not None:
+                targets = targets.masked_fill(~level_mask.to(device), -1)
+            with autocast(device):
+                feats = model.encode_images(x) if vision_trains else x
+                node_feats = model.encode_nodes() if text_trains else frozen_nodes
+                logits = model.level_logits(feats, node_feats)
+                terms = hierarchical_loss(
+                    logits, targets, parents, config.alpha, config.lam, config.eps
+                )
+            (terms["total"] / config.grad_accum).backward()
+            micro += 1
+            if micro % config.grad_accum and micro < len(loader):
+                continue
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step()
+            step += 1
+            steps_done_here += 1
+            rate = (time.time() - t_loop) / steps_done_here
+            losses = {k: float(v.detach()) for k, v in terms.items()}
+            history.append({"step": step, "epoch": epoch + 1, "losses": losses})
+            emit(
+                ProgressEvent(
+                    "train",
+                    epoch + 1,
+                    config.epochs,
+                    step,
+                    steps_total,
+                    losses,
+                    schedule.get_last_lr()[0],
+                    rate * (steps_total - step),
+                )
+            )
+        if stop.is_set():
+            state = "stopped"
+            break
+        if config.eval_every_epoch and val_samples:
+            emit(
+                ProgressEvent(
+                    "eval",
+                    epoch + 1,
+                    config.epochs,
+                    step,
+                    steps_total,
+                    message="scoring the validation images",
+                )
+            )
+            m = score(collect(model, val_samples, config.batch_size * 2, device), parents)
+            val = {"fpa": m["fpa"], "tice": m["tice"], "consistent_fpa": m["consistent"]["fpa"]}
+            history.append({"step": step, "epoch": epoch + 1, "val": val})
+            emit(ProgressEvent("eval", epoch + 1, config.epochs, step, steps_total, val=val))
+        _save_checkpoint(ckpt, model, optimizer, schedule, epoch + 1, step, history, config)
+        if config.max_steps and step >= config.max_steps:
+            break
+
+    (out / "history.json").write_text(json.dumps(history))
+    save_file(lora_state_dict(model.clip), str(out / "adapter.safetensors"))
+    emit(
+        ProgressEvent(
+            "eval", config.epochs, config.epochs, step, steps_total, message="final evaluation"
+        )
+    )
+    val_pass = collect(model, val_samples, config.batch_size * 2, device)
+    metrics = score(val_pass, parents) if val_pass.true.shape[0] else {"n_val": 0}
+    with torch.no_grad(), autocast(device):
+        node_feats_after = model.encode_nodes().float()
+    val_pass.save(
+        out / "predictions.npz",
+        [p.cpu() for p in parents],
+        {
+            "node_feats_before": node_feats_before.cpu().numpy(),
+            "node_feats_after": node_feats_after.cpu().numpy(),
+            "node_ids": np.asarray(model.node_ids),
+        },
+    )
+    metrics.update(
+        state=state,
+        n_train=len(train_set),
+        trainable_params=trainable,
+        total_params=total,
+        trainable_pct=100.0 * trainable / total,
+        train_time_s=time.time() - started,
+        steps=step,
+        device=str(device),
+        level_names=list(taxonomy.level_names),
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    emit(
+        ProgressEvent(
+            "done",
+            config.epochs,
+            config.epochs,
+            step,
+            steps_total,
+            val={"fpa": metrics.get("fpa"), "tice": metrics.get("tice")},
+        )
+    )
+    return RunResult(state, metrics, out)
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _flat_mask(depth: int) -> torch.Tensor:
+    """Known-level mask of the flat baseline: the leaf level only."""
+    mask = torch.zeros(depth, dtype=torch.bool)
+    mask[-1] = True
+    return mask
+
+
+def _save_checkpoint(ckpt: Path, model, optimizer, schedule, epoch, step, history, config):
+    ckpt.mkdir(exist_ok=True)
+    save_file(lora_state_dict(model.clip), str(ckpt / "adapter.safetensors"))
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()},
+        ckpt / "optimizer.pt",
+    )
+    state = {"epoch": epoch, "step": step, "config": config.to_dict()}
+    (ckpt / "history.json").write_text(json.dumps(history))
+    (ckpt / "state.json").write_text(json.dumps(state))
+
+
+def _load_checkpoint(ckpt: Path, model, optimizer, schedule, config: RunConfig):
+    state = json.loads((ckpt / "state.json").read_text())
+    saved = dict(state["config"])
+    now = config.to_dict()
+    for key in ("epochs", "max_steps", "device", "eval_every_epoch"):
+        saved.pop(key, None)
+        now.pop(key, None)
+    if saved != now:
+        diff = sorted(k for k in now if saved.get(k) != now[k])
+        raise HierTuneError(
+            f"Cannot resume: the checkpoint was made with different settings ({', '.join(diff)})."
+        )
+    load_adapter(model.clip, ckpt / "adapter.safetensors")
+    opt = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(opt["optimizer"])
+    schedule.load_state_dict(opt["schedule"])
+    history = json.loads((ckpt / "history.json").read_text())
+    return int(state["epoch"]), int(state["step"]), history
+
+
+def load_adapter(clip: torch.nn.Module, path: Path) -> None:
+    """Load adapter weights saved by `lora_state_dict` into an adapted model."""
+    weights = load_file(str(path))
+    missing = [k for k in weights if k not in dict(clip.named_parameters())]
+    if missing:
+        raise HierTuneError(
+            f"{path} does not fit this model (e.g. {missing[0]!r}); was it trained with "
+            "another architecture or LoRA setting?"
+        )
+    clip.load_state_dict(weights, strict=False)
