@@ -48,7 +48,6 @@ TITLES = {
     "hca": "HCA",
     "train_time_s": "Train time (s)",
 }
-EVAL_SPLITS = ("val", "valid", "validation", "test", "eval")
 
 
 @dataclass
@@ -258,22 +257,18 @@ def to_markdown(table: pd.DataFrame, acc_columns: list[str], info: dict) -> str:
 def comparison_split(
     taxonomy: Taxonomy, samples: list, val_fraction: float, seed: int
 ) -> tuple[list, list, str]:
-    """(train, evaluation, how) honouring the samples' own split when they carry one."""
+    """(train, evaluation, how): the samples' own split where they carry one (a manifest's
+    ``split`` column), a stratified hold-out of `val_fraction` for the rest."""
     from hiercore.data import split_samples
 
-    marked = [s for s in samples if getattr(s, "split", None)]
-    if marked:
-        train = [s for s in marked if s.split.lower() == "train"]
-        evals = [s for s in marked if s.split.lower() in EVAL_SPLITS]
-        if not train or not evals:
-            raise DataError(
-                "The data's split column needs both 'train' rows and evaluation rows "
-                f"({', '.join(EVAL_SPLITS)})."
-            )
-        return train, evals, "the data's split column"
-    if not 0 < val_fraction < 1:
-        raise DataError(f"--val-fraction must be between 0 and 1, not {val_fraction}.")
     train, evals = split_samples(samples, LevelIndex.build(taxonomy), val_fraction, seed)
+    if not evals:
+        raise DataError(
+            "No image is left for evaluation: mark some as 'val' in the split column or "
+            "raise --val-fraction."
+        )
+    if any(s.split for s in samples):
+        return train, evals, "the data's split column"
     return train, evals, f"stratified hold-out of {val_fraction:g} (seed {seed})"
 
 
