@@ -1,0 +1,1 @@
+"""The HierTune studio: a Gradio UI over `hiercore` (see `webapp.app`)."""

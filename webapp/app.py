@@ -1,0 +1,142 @@
+"""The HierTune studio: one Gradio Blocks app with a tab per step, plus named API endpoints.
+
+`build_app(studio)` places the tabs (`webapp/tabs/`) and the API (`webapp/api.py`);
+`launch(...)` opens the workspace and serves it. Which project is open is the only
+per-browser state, kept in local storage so a reload reopens it; when it changes, every
+tab re-reads what it shows from the workspace.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from hiercore.errors import HierTuneError
+from webapp import api
+from webapp.state import ASSETS_DIR, Studio, model_notice
+from webapp.tabs import annotate, predict, projects, results, taxonomy, train
+
+MAX_UPLOAD = "200mb"
+
+CSS = """
+.hiertune-header h1 { margin-bottom: 0; }
+.text-tree textarea, .text-tree pre { font-family: ui-monospace, monospace; font-size: 13px; }
+.progress-outer { width: 100%; background: #e5e7eb; border-radius: 6px; height: 18px; }
+.progress-inner { background: #2563eb; height: 18px; border-radius: 6px; transition: width .4s; }
+.suggestion button { white-space: normal; }
+"""
+
+
+def header_text(studio: Studio, pid) -> str:
+    try:
+        pid = studio.project_id(pid)
+    except HierTuneError:
+        return "**No project open.** Create one or open the demo in the Projects tab."
+    p = studio.workspace.get_project(pid)
+    row = studio.workspace.list_projects().set_index("id").loc[pid]
+    return (
+        f"**Project: {p['name']}** · {row['images']} images · {row['labelled']} labelled · "
+        f"{row['runs']} runs"
+    )
+
+
+def build_app(studio: Studio) -> gr.Blocks:
+    with gr.Blocks(title="HierTune studio") as app:
+        project = gr.BrowserState(None, storage_key="hiertune-project")
+        with gr.Row(elem_classes="hiertune-header"):
+            gr.Markdown(
+                "# 🌳 HierTune studio\nHierarchy-aware fine-tuning of CLIP on your taxonomy."
+            )
+        header = gr.Markdown()
+        notice = model_notice()
+        if notice:
+            gr.Markdown(notice)
+        # (label, module, re-read when the tab is opened?): the labelling tab keeps its
+        # cursor and the train tab polls, so they are refreshed on project change only
+        layout = [
+            ("Projects", projects, True),
+            ("Taxonomy", taxonomy, True),
+            ("Data & labels", annotate, False),
+            ("Train", train, False),
+            ("Results", results, True),
+            ("Export & predict", predict, True),
+        ]
+        # the API first, so that its names win over UI handlers with the same function name
+        api.build(studio)
+        tabs, selectable = [], []
+        with gr.Tabs():
+            for label, module, on_select in layout:
+                with gr.Tab(label, id=module.__name__.rsplit(".", 1)[-1]) as tab_block:
+                    tabs.append(module.build(studio, project))
+                if on_select:
+                    selectable.append((tab_block, tabs[-1]))
+
+        def refresh_all(pid):
+            values = [header_text(studio, pid)]
+            for tab in tabs:
+                values.extend(_as_tuple(tab.refresh(pid)))
+            return values
+
+        outputs = [header]
+        for tab in tabs:
+            outputs.extend(tab.refresh_outputs)
+
+        def check_project(pid):
+            """The stored project if it still exists, else the most recently updated one."""
+            try:
+                return studio.project_id(pid)
+            except HierTuneError:
+                projects = studio.workspace.list_projects()
+                if projects.empty:
+                    return None
+                return int(projects.sort_values("updated")["id"].iloc[-1])
+
+        for event in tabs[0].project_events:
+            event.then(refresh_all, project, outputs, api_visibility="private")
+        app.load(check_project, project, project, api_visibility="private").then(
+            refresh_all, project, outputs, api_visibility="private"
+        )
+        for tab_block, tab in selectable:
+            tab_block.select(
+                lambda pid, tab=tab: (header_text(studio, pid), *_as_tuple(tab.refresh(pid))),
+                project,
+                [header, *tab.refresh_outputs],
+                api_visibility="private",
+                show_progress="hidden",
+            )
+    return app
+
+
+def _as_tuple(out) -> tuple:
+    return tuple(out) if isinstance(out, tuple | list) else (out,)
+
+
+def launch(
+    workspace: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    auth: tuple[str, str] | None = None,
+    prevent_thread_lock: bool = False,
+) -> tuple[gr.Blocks, Studio]:
+    """Open the workspace and serve the studio; returns the app and its `Studio`."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    studio = Studio(workspace)
+    app = build_app(studio)
+    app.queue(default_concurrency_limit=4)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        auth=auth,
+        max_file_size=MAX_UPLOAD,
+        allowed_paths=[str(studio.root.resolve()), str(ASSETS_DIR)],
+        prevent_thread_lock=prevent_thread_lock,
+        css=CSS,
+        theme=gr.themes.Soft(primary_hue="blue", secondary_hue="green"),
+        footer_links=["api", "gradio", "settings"],
+        show_error=True,
+    )
+    return app, studio

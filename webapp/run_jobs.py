@@ -1,0 +1,132 @@
+"""What the studio's training queue runs: a fine-tuning run, or a baseline comparison.
+
+Both are queue jobs (one at a time, cancellable, progress in the database). A run's
+config dict is a `RunConfig`; a comparison's carries `compare_methods` besides, and its
+metrics hold one entry per method under "comparison" so the results tab's comparison
+table can list them beside the project's own runs.
+
+For the live chart every loss term is kept in the progress the queue stores (the
+queue's recorder keeps the total only), so a reload or another tab draws the same curves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hiercore.config import RunConfig
+from hiercore.errors import HierTuneError
+from hiercore.jobs import default_train_fn
+from hiercore.store import Workspace
+
+MAX_LOSS_POINTS = 400
+COMPARE_KEY = "compare_methods"
+
+
+class LossTerms:
+    """Every loss term per step, halved in resolution when it grows past MAX_LOSS_POINTS."""
+
+    def __init__(self) -> None:
+        self.points: list[dict] = []
+
+    def add(self, event: dict) -> list[dict]:
+        if event.get("phase") == "train" and event.get("losses"):
+            self.points.append(
+                {"step": event.get("step"), "epoch": event.get("epoch"), "losses": event["losses"]}
+            )
+            if len(self.points) > MAX_LOSS_POINTS:
+                self.points = self.points[::2]
+        return list(self.points)
+
+
+def _as_dict(event) -> dict:
+    return event.to_dict() if hasattr(event, "to_dict") else dict(event)
+
+
+def studio_train_fn(workspace: Workspace, run_id: int, config: dict, progress, stop_event):
+    """The queue's train function: a comparison when the config asks for one, else a run."""
+    if COMPARE_KEY in config:
+        return comparison_job(workspace, run_id, config, progress, stop_event)
+    terms = LossTerms()
+
+    def forward(event) -> None:
+        data = _as_dict(event)
+        progress({**data, "loss_terms": terms.add(data)})
+
+    return default_train_fn(workspace, run_id, config, forward, stop_event)
+
+
+def comparison_job(workspace: Workspace, run_id: int, config: dict, progress, stop_event):
+    """`run_comparison` over the project's labelled images, reported as one queue job."""
+    from hiercore.baselines.compare import comparison_split, run_comparison
+
+    settings = dict(config)
+    methods = settings.pop(COMPARE_KEY)
+    run_config = RunConfig.from_dict(settings)
+    run = workspace.get_run(run_id)
+    taxonomy = workspace.taxonomy(run["project_id"])
+    samples = workspace.samples(run["project_id"])
+    if not samples:
+        raise HierTuneError("The project has no labelled images to compare methods on.")
+    train_s, eval_s, _ = comparison_split(
+        taxonomy, samples, run_config.val_fraction, run_config.seed
+    )
+
+    def forward(ev) -> None:
+        inner = _as_dict(ev.event) if ev.event is not None else {}
+        progress(
+            {
+                **inner,
+                "phase": inner.get("phase", "train"),
+                "message": f"{ev.method}: method {ev.run} of {ev.runs}",
+                "epoch": ev.run,
+                "epochs": ev.runs,
+            }
+        )
+
+    table = run_comparison(
+        taxonomy,
+        train_s,
+        eval_s,
+        run_config,
+        methods,
+        1,
+        Path(run["out_dir"]),
+        progress=forward,
+        stop_event=stop_event,
+    )
+    rows = {r["method"]: _metrics_of_row(r) for r in table.to_dict("records")}
+    state = "stopped" if stop_event.is_set() else "finished"
+    return {"metrics": {"comparison": rows, "methods": list(rows)}, "state": state}
+
+
+def _metrics_of_row(row: dict) -> dict:
+    """A summary row (`<metric>_mean` columns) in the shape of a run's metrics."""
+
+    def get(key):
+        value = row.get(f"{key}_mean")
+        return None if value is None or value != value else float(value)  # NaN -> None
+
+    return {
+        "method": row["method"],
+        "fpa": get("fpa"),
+        "tice": get("tice"),
+        "consistent": {"fpa": get("fpa_consistent"), "tice": get("tice_consistent")},
+        "hca": get("hca"),
+        "mistake_severity": get("mistake_severity"),
+        "trainable_pct": row.get("trainable_pct"),
+        "train_time_s": get("train_time_s"),
+    }
+
+
+def is_comparison(config: dict | None) -> bool:
+    return bool(config) and COMPARE_KEY in config
+
+
+def submit_comparison(studio, project_id: int, base: RunConfig, methods: str) -> int:
+    """Queue a comparison of `methods` ('all' or comma-separated) with `base`'s budget."""
+    from hiercore.baselines.registry import resolve_methods
+
+    names = resolve_methods(methods.strip() or "all")
+    config = {**base.to_dict(), COMPARE_KEY: names}
+    label = "all methods" if methods.strip() in ("", "all") else ", ".join(names)
+    return studio.queue.submit(project_id, f"comparison ({label})", config)

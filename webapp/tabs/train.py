@@ -1,0 +1,329 @@
+"""Train tab: the run form, Start/Stop, and live progress read from the database by a timer.
+
+The form is a view of `hiercore.config.RunConfig`. Start submits to the studio's
+`TrainingQueue` (one run at a time, later ones wait); every open page polls the run's
+row with a `gr.Timer`, so a run started in one tab is followed and stoppable from any
+other, and survives a reload.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import gradio as gr
+import pandas as pd
+
+from hiercore.config import RunConfig
+from hiercore.errors import HierTuneError
+from hiercore.figures import training_curves_figure
+from hiercore.models.prompts import check_templates
+from webapp.feedback import ok, user_errors
+from webapp.state import Studio, default_model
+
+ACTIVE = ("queued", "running")
+MODEL_CHOICES = ["default", "tiny-random", "ViT-B-32", "ViT-B-16", "ViT-L-14", "RN50"]
+STATE_ICONS = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "stopped": "⏹️"}
+
+
+@dataclass
+class TrainTab:
+    refresh_outputs: list
+    refresh: object
+
+
+def demo_max_steps() -> int | None:
+    """A step cap for quick demos and the browser test (HIERTUNE_DEMO_MAX_STEPS)."""
+    value = os.environ.get("HIERTUNE_DEMO_MAX_STEPS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def build_config(
+    model: str,
+    pretrained: str,
+    lora: str,
+    rank: float,
+    lora_alpha: float,
+    alpha: float,
+    lam: float,
+    eps: float,
+    epochs: float,
+    batch_size: float,
+    lr: float,
+    val_fraction: float,
+    max_steps: float | None,
+    seed: float,
+    templates: str,
+) -> RunConfig:
+    """The run config of the form's values; one sentence naming a bad field."""
+    lines = [t.strip() for t in (templates or "").splitlines() if t.strip()]
+    numbers = {"rank": rank, "epochs": epochs, "batch size": batch_size, "learning rate": lr}
+    for label, value in numbers.items():
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise HierTuneError(f"Give a value for {label}.")
+    return RunConfig(
+        model=(model or "default").strip(),
+        pretrained=(pretrained or "").strip() or None,
+        lora=lora,
+        rank=int(rank),
+        lora_alpha=float(lora_alpha),
+        alpha=float(alpha),
+        lam=float(lam),
+        eps=float(eps),
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        val_fraction=float(val_fraction),
+        max_steps=int(max_steps) if max_steps else None,
+        seed=int(seed or 0),
+        templates=check_templates(lines) if lines else None,
+    )
+
+
+def start_run(studio: Studio, pid: int, config: RunConfig, name: str = "") -> int:
+    """Check the project can train, then queue the run; its id."""
+    ws = studio.workspace
+    tax = ws.taxonomy(pid)
+    if len(tax) == 0:
+        raise HierTuneError("The taxonomy is empty: add or import classes before training.")
+    labelled = ws.list_projects().set_index("id").loc[pid, "labelled"]
+    if labelled < 2:
+        raise HierTuneError(
+            f"The project has {labelled} labelled image(s); label at least two to train."
+        )
+    n_runs = len(ws.list_runs(pid))
+    name = (name or "").strip() or f"run {n_runs + 1} ({config.model}, {config.lora} LoRA)"
+    return studio.queue.submit(pid, name, config.to_dict())
+
+
+RUN_COLUMNS = ["id", "name", "state", "FPA", "TICE", "started"]
+
+
+def project_runs(studio: Studio, pid: int | None) -> pd.DataFrame:
+    if pid is None:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    rows = []
+    for r in studio.workspace.list_runs(pid).itertuples():
+        m = r.metrics or {}
+        rows.append(
+            {
+                "id": r.id,
+                "name": r.name,
+                "state": f"{STATE_ICONS.get(r.state, '')} {r.state}",
+                "FPA": _pct(m.get("fpa")),
+                "TICE": _pct(m.get("tice")),
+                "started": (r.started or "")[:19].replace("T", " "),
+            }
+        )
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def watched_run(studio: Studio, pid: int, chosen) -> int | None:
+    """The run to show: the chosen one, else the project's active run, else its latest."""
+    runs = studio.workspace.list_runs(pid)
+    if chosen and int(chosen) in set(runs["id"]):
+        return int(chosen)
+    if runs.empty:
+        return None
+    active = runs[runs["state"].isin(ACTIVE)]
+    return int((active if not active.empty else runs)["id"].iloc[-1])
+
+
+def progress_html(status: dict | None) -> str:
+    if not status:
+        return ""
+    total = status.get("steps_total") or 0
+    step = status.get("step") or 0
+    share = 1.0 if status["state"] == "finished" else (step / total if total else 0.0)
+    return (
+        f'<div class="progress-outer" title="{step}/{total} steps">'
+        f'<div class="progress-inner" style="width:{100 * share:.1f}%"></div></div>'
+    )
+
+
+def status_text(status: dict | None) -> str:
+    if not status:
+        return "No run yet: set the options above and press **Start training**."
+    state = status["state"]
+    parts = [f"{STATE_ICONS.get(state, '')} **{status['name']}** — **{state}**"]
+    if state == "queued" and status.get("queue_position"):
+        parts.append(f"position {status['queue_position']} in the queue")
+    if status.get("epochs"):
+        parts.append(f"epoch {status.get('epoch') or 0}/{status['epochs']}")
+    if status.get("steps_total"):
+        parts.append(f"step {status.get('step') or 0}/{status['steps_total']}")
+    progress = status.get("progress") or {}
+    if state == "running":
+        if progress.get("message"):
+            parts.append(progress["message"])
+        if status.get("eta_s") is not None:
+            parts.append(f"ETA {_duration(status['eta_s'])}")
+        losses = progress.get("losses") or {}
+        if losses:
+            parts.append("loss " + ", ".join(f"{k} {v:.3f}" for k, v in losses.items()))
+    val = (progress.get("val_curve") or [None])[-1]
+    metrics = status.get("metrics") or {}
+    if metrics.get("fpa") is not None:
+        parts.append(f"FPA {_pct(metrics['fpa'])}, TICE {_pct(metrics.get('tice'))}")
+    elif val:
+        parts.append(f"val FPA {_pct(val.get('fpa'))}, TICE {_pct(val.get('tice'))}")
+    if status.get("error"):
+        parts.append(f"error: {status['error']}")
+    return " · ".join(parts)
+
+
+def live_history(studio: Studio, status: dict | None) -> list[dict]:
+    """Loss and validation points of a run for `training_curves_figure`.
+
+    A finished run has its full history.json; a running one has the curves its progress
+    events keep in the database (every loss term when the studio's train function ran it,
+    else the total only).
+    """
+    if not status:
+        return []
+    if status["state"] == "finished":
+        from pathlib import Path
+
+        run = studio.workspace.get_run(status["run_id"])
+        path = Path(run["out_dir"] or "") / "history.json"
+        if path.is_file():
+            import json
+
+            return json.loads(path.read_text())
+    progress = status.get("progress") or {}
+    points = progress.get("loss_terms") or [
+        {"step": s, "losses": {"total": v}} for s, v in progress.get("loss_curve") or []
+    ]
+    vals = [
+        {"epoch": v.get("epoch"), "val": {k: x for k, x in v.items() if k != "epoch"}}
+        for v in progress.get("val_curve") or []
+    ]
+    return [*points, *vals]
+
+
+def _pct(value) -> str:
+    return "" if value is None else f"{100 * float(value):.1f}%"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
+    with gr.Row():
+        with gr.Column(scale=1):
+            gr.Markdown("#### Backbone")
+            model = gr.Dropdown(
+                MODEL_CHOICES,
+                value=default_model(),
+                allow_custom_value=True,
+                label="Model",
+                info="'default' = the embedded model; an open_clip name (with a pretrained "
+                "tag), a local model folder, or hf-hub:org/repo",
+            )
+            pretrained = gr.Textbox(
+                label="Pretrained tag or checkpoint file",
+                placeholder="e.g. laion2b_s34b_b79k or /path/to/weights.safetensors",
+            )
+            gr.Markdown("#### LoRA")
+            lora = gr.Radio(["vision", "text", "both"], value="both", label="Adapt tower(s)")
+            with gr.Row():
+                rank = gr.Number(8, label="Rank", precision=0, minimum=1)
+                lora_alpha = gr.Number(16.0, label="LoRA alpha", minimum=0)
+        with gr.Column(scale=1):
+            gr.Markdown("#### Losses")
+            alpha = gr.Slider(0, 5, value=1.0, step=0.1, label="α: Tree-Path KL weight")
+            lam = gr.Slider(0, 5, value=1.0, step=0.1, label="λ: HiSCE weight")
+            eps = gr.Slider(0, 0.5, value=0.1, step=0.01, label="ε: HiSCE sibling smoothing")
+            templates = gr.Textbox(
+                label="Prompt templates (one per line; empty = the model's own)",
+                placeholder="a photo of a {name}.\na photo of a {name}, a kind of {parent}.",
+                lines=3,
+            )
+        with gr.Column(scale=1):
+            gr.Markdown("#### Schedule")
+            with gr.Row():
+                epochs = gr.Number(3, label="Epochs", precision=0, minimum=1)
+                batch_size = gr.Number(32, label="Batch size", precision=0, minimum=1)
+            with gr.Row():
+                lr = gr.Number(5e-4, label="Learning rate", minimum=0)
+                val_fraction = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share")
+            with gr.Row():
+                max_steps = gr.Number(
+                    demo_max_steps(), label="Max steps (empty: all)", precision=0, minimum=1
+                )
+                seed = gr.Number(0, label="Seed", precision=0)
+            run_name = gr.Textbox(label="Run name (optional)")
+    form = [model, pretrained, lora, rank, lora_alpha, alpha, lam, eps, epochs, batch_size, lr]
+    form += [val_fraction, max_steps, seed, templates]
+    with gr.Row():
+        start_btn = gr.Button("▶ Start training", variant="primary", elem_id="start-training")
+        stop_btn = gr.Button("■ Stop", variant="stop", elem_id="stop-training")
+    form_status = gr.Markdown()
+    with gr.Group():
+        run_pick = gr.Dropdown(label="Follow run (empty: the active or latest run)", choices=[])
+        bar = gr.HTML(elem_id="train-progress")
+        run_status = gr.Markdown(elem_id="train-status")
+    curves = gr.Plot(label="Training curves")
+    runs_table = gr.Dataframe(
+        pd.DataFrame(columns=RUN_COLUMNS), interactive=False, label="Runs of this project"
+    )
+    timer = gr.Timer(1.5)
+    drawn = gr.State(None)  # what the curve plot shows, so a tick redraws only on change
+
+    def snapshot(pid, chosen, last):
+        try:
+            pid = studio.project_id(pid)
+        except HierTuneError:
+            return "", status_text(None), None, None, project_runs(studio, None)
+        run_id = watched_run(studio, pid, chosen)
+        status = studio.queue.status(run_id) if run_id else None
+        key = None if status is None else (run_id, status["state"], status.get("step"))
+        key = key and (*key, len((status.get("progress") or {}).get("val_curve") or []))
+        fig = gr.skip() if key == last else training_curves_figure(live_history(studio, status))
+        return progress_html(status), status_text(status), fig, key, project_runs(studio, pid)
+
+    live_outputs = [bar, run_status, curves, drawn, runs_table]
+    timer.tick(
+        snapshot,
+        [project, run_pick, drawn],
+        live_outputs,
+        show_progress="hidden",
+        api_visibility="private",
+    )
+
+    def refresh(pid):
+        try:
+            pid = studio.project_id(pid)
+            runs = studio.workspace.list_runs(pid)
+            choices = [(f"#{i} {n}", int(i)) for i, n in zip(runs["id"], runs["name"], strict=True)]
+        except HierTuneError:
+            choices = []
+        return (gr.update(choices=choices, value=None), *snapshot(pid, None, None))
+
+    @user_errors(2)
+    def start(pid, name, *values):
+        pid = studio.project_id(pid)
+        config = build_config(*values)
+        run_id = start_run(studio, pid, config, name)
+        where = "it starts now" if studio.queue.running() in (None, run_id) else "it is queued"
+        return ok(f"Run #{run_id} submitted; {where}."), refresh(pid)[0]
+
+    start_btn.click(
+        start, [project, run_name, *form], [form_status, run_pick], api_visibility="private"
+    ).then(snapshot, [project, run_pick, drawn], live_outputs, api_visibility="private")
+
+    @user_errors(1)
+    def stop(pid, chosen):
+        pid = studio.project_id(pid)
+        run_id = watched_run(studio, pid, chosen)
+        if run_id is None or studio.queue.status(run_id)["state"] not in ACTIVE:
+            raise HierTuneError("No queued or running run to stop.")
+        studio.queue.stop(run_id)
+        return ok(f"Stopping run #{run_id} (it ends within one step).")
+
+    stop_btn.click(stop, [project, run_pick], form_status, api_visibility="private")
+    run_pick.change(snapshot, [project, run_pick, drawn], live_outputs, api_visibility="private")
+    return TrainTab([run_pick, *live_outputs], refresh)
