@@ -88,7 +88,7 @@ def import_files(
                     loose_in_zip = [p for p in extracted if is_image_file(p)]
                     loose.extend(loose_in_zip)  # resolved by the manifests below
                 else:
-                    folder_sets.extend(_zip_samples(_single_top(root), extracted))
+                    folder_sets.extend(_zip_samples(content_root(root), extracted))
             elif suffix in (".csv", ".tsv"):
                 manifests.append(path)
             elif is_image_file(path):
@@ -111,12 +111,25 @@ def _unpack(zip_path: Path, dest: Path) -> list[Path]:
     return extract_zip_safely(zip_path, dest)
 
 
-def _single_top(root: Path) -> Path:
-    """The zip's content root: a lone top folder (how most zip tools pack) is skipped."""
+def content_root(root: Path) -> Path:
+    """An unpacked zip's content root: a lone top folder (how most zip tools pack) is skipped."""
     entries = [e for e in root.iterdir() if not e.name.startswith(".") and e.name != "__MACOSX"]
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
     return root
+
+
+def taxonomy_from_upload(file: str | os.PathLike) -> Taxonomy:
+    """A taxonomy from an uploaded file (any format of `load_taxonomy`); a zip is read as a
+    tree of class folders."""
+    from hiercore.taxonomy.formats import load_taxonomy
+
+    path = Path(file)
+    if path.suffix.lower() != ".zip":
+        return load_taxonomy(path)
+    with tempfile.TemporaryDirectory(prefix="hiertune-taxonomy-") as tmp:
+        _unpack(path, Path(tmp))
+        return load_taxonomy(content_root(Path(tmp)), name=path.name)
 
 
 def _zip_samples(root: Path, extracted: list[Path]) -> list[_Labelled]:
@@ -234,4 +247,4 @@ def _add_paths(tax: Taxonomy, paths: list[tuple[str, ...]]) -> EditReport:
     return EditReport("add", added)
 
 
-__all__ = ["ImportSummary", "import_files"]
+__all__ = ["ImportSummary", "content_root", "import_files", "taxonomy_from_upload"]
