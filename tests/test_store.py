@@ -418,6 +418,16 @@ def test_add_images_keeps_the_good_ones_and_names_the_bad(tmp_path):
         assert len(list((ws.project_dir(pid) / "images").iterdir())) == 1
 
 
+def test_add_images_refuses_too_many_pixels(ws, monkeypatch):
+    import hiercore.store.images as images_module
+
+    monkeypatch.setattr(images_module, "MAX_PIXELS", 8 * 8 - 1)
+    pid = ws.create_project("p")
+    result = ws.add_images(pid, [("small.png", png_bytes(0, 7)), ("big.png", png_bytes(1, 8))])
+    assert len(result.added) == 1
+    assert result.rejected == [("big.png", "8x8 pixels is more than the 63 limit")]
+
+
 def test_add_images_with_unknown_label_adds_nothing(ws):
     pid = ws.create_project("p")
     with pytest.raises(TaxonomyError, match="not in this project"):

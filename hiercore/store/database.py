@@ -1,0 +1,302 @@
+"""The workspace database: schema, per-thread SQLite connections and transactions.
+
+SQLite runs in WAL mode with one connection per thread, so the Gradio server's threads
+read while the training worker writes progress. Every write runs inside
+`BEGIN IMMEDIATE ... COMMIT`: it takes the write lock before its first read, so a
+read-modify-write (an edit reading the current tree) cannot interleave with another
+writer, and an exception anywhere inside it rolls the whole change back.
+
+`Database` also holds the few queries every part of the store shares: the project check,
+the current taxonomy (cached per version) and the labelled nodes of a project.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hiercore.errors import HierTuneError
+from hiercore.taxonomy import Taxonomy
+
+DB_NAME = "hiertune.sqlite"
+SCHEMA_VERSION = 1
+
+SCHEMA = (
+    "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+    """CREATE TABLE projects (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL
+    )""",
+    # One row per taxonomy edit (the whole tree as JSON); a project's newest row is its
+    # current tree, and undo deletes that row.
+    """CREATE TABLE taxonomy_versions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        taxonomy TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created TEXT NOT NULL
+    )""",
+    "CREATE INDEX taxonomy_versions_project ON taxonomy_versions(project_id, id)",
+    """CREATE TABLE images (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        added TEXT NOT NULL,
+        UNIQUE (project_id, sha256)
+    )""",
+    # Exactly one row per image; node_id is NULL while the image is unlabelled.
+    """CREATE TABLE labels (
+        image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+        node_id TEXT,
+        source TEXT CHECK (source IN ('human', 'model', 'import')),
+        updated TEXT NOT NULL
+    )""",
+    "CREATE INDEX labels_node ON labels(node_id)",
+    # The labels a taxonomy version rewrote, with their values before it, for undo.
+    """CREATE TABLE label_changes (
+        version_id INTEGER NOT NULL REFERENCES taxonomy_versions(id) ON DELETE CASCADE,
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        old_node TEXT,
+        old_source TEXT,
+        old_updated TEXT NOT NULL,
+        new_node TEXT,
+        PRIMARY KEY (version_id, image_id)
+    )""",
+    """CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        config TEXT NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('queued', 'running', 'finished', 'failed', 'stopped')),
+        progress TEXT,
+        metrics TEXT,
+        error TEXT,
+        out_dir TEXT,
+        created TEXT NOT NULL,
+        started TEXT,
+        finished TEXT
+    )""",
+    "CREATE INDEX runs_project ON runs(project_id, id)",
+    "CREATE INDEX runs_state ON runs(state, id)",
+)
+
+
+class Database:
+    """The SQLite file of a workspace, shared safely by every thread of the process."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / DB_NAME
+        self._local = threading.local()
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._connections_lock = threading.Lock()
+        self._taxonomy_cache: dict[int, tuple[int, Taxonomy]] = {}
+        self._closed = False
+        self._create_schema()
+
+    def close(self) -> None:
+        """Close every thread's connection (the workspace is unusable afterwards)."""
+        self._closed = True
+        with self._connections_lock:
+            for _, conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ connections
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise RuntimeError("This workspace has been closed.")
+        # isolation_level=None: we issue BEGIN ourselves, so a write's extent is explicit.
+        # check_same_thread=False only so that close() may close it; each thread uses its own.
+        conn = sqlite3.connect(
+            self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA synchronous = NORMAL")  # durable against app crashes in WAL
+        self._local.conn = conn
+        self._local.mode = None
+        with self._connections_lock:
+            # Threads come and go (server pools): close what the finished ones left open.
+            alive = []
+            for thread, other in self._connections:
+                if thread.is_alive():
+                    alive.append((thread, other))
+                else:
+                    other.close()
+            alive.append((threading.current_thread(), conn))
+            self._connections = alive
+        return conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a nested call on the same thread joins the outer one."""
+        conn = self._conn()
+        if self._local.mode == "write":
+            yield conn
+            return
+        if self._local.mode == "read":
+            raise RuntimeError("A write cannot start inside a read transaction.")
+        conn.execute("BEGIN IMMEDIATE")
+        self._local.mode = "write"
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            # Cleared before the rollback: a tree cached inside this transaction carries
+            # a version id that the next writer will be given again.
+            self._taxonomy_cache.clear()
+            if conn.in_transaction:  # SQLite may already have rolled back (disk full)
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._local.mode = None
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for several SELECTs (joins a surrounding transaction)."""
+        conn = self._conn()
+        if self._local.mode is not None:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        self._local.mode = "read"
+        try:
+            yield conn
+        finally:
+            self._local.mode = None
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def _create_schema(self) -> None:
+        self._conn().execute("PRAGMA journal_mode = WAL")  # persistent: set once per file
+        with self._write() as conn:
+            has_table = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
+            if not has_table:
+                for statement in SCHEMA:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                return
+            version = conn.execute("SELECT version FROM schema_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise HierTuneError(
+                f"Workspace {self.root} was written by a newer HierTune "
+                f"(schema {version}, this one reads {SCHEMA_VERSION})."
+            )
+
+    # ------------------------------------------------------------------ shared queries
+    def project_dir(self, project_id: int) -> Path:
+        """Where a project's files live."""
+        return self.root / "projects" / str(int(project_id))
+
+    def _require_project(self, conn: sqlite3.Connection, project_id: int) -> sqlite3.Row:
+        row = conn.execute(
+            "SELECT id, name, created, updated FROM projects WHERE id = ?", (project_id,)
+        ).fetchone()
+        if row is None:
+            raise HierTuneError(f"There is no project with id {project_id}.")
+        return row
+
+    def _touch(self, conn: sqlite3.Connection, project_id: int, now: str) -> None:
+        conn.execute("UPDATE projects SET updated = ? WHERE id = ?", (now, project_id))
+
+    def _current(self, conn: sqlite3.Connection, project_id: int) -> tuple[int, Taxonomy]:
+        """(version id, taxonomy) of the newest version; the cached tree must not be changed."""
+        vid = conn.execute(
+            "SELECT MAX(id) FROM taxonomy_versions WHERE project_id = ?", (project_id,)
+        ).fetchone()[0]
+        cached = self._taxonomy_cache.get(project_id)
+        if cached is not None and cached[0] == vid:
+            return cached
+        text = conn.execute("SELECT taxonomy FROM taxonomy_versions WHERE id = ?", (vid,))
+        tax = taxonomy_from_json(text.fetchone()[0])
+        # A committed version id names one tree for good (AUTOINCREMENT never reuses it).
+        self._taxonomy_cache[project_id] = (vid, tax)
+        return vid, tax
+
+    def _labelled_nodes(self, conn: sqlite3.Connection, project_id: int) -> dict[str, int]:
+        """Node id -> number of the project's images labelled exactly there."""
+        rows = conn.execute(
+            "SELECT l.node_id, COUNT(*) FROM labels l JOIN images i ON i.id = l.image_id "
+            "WHERE i.project_id = ? AND l.node_id IS NOT NULL GROUP BY l.node_id",
+            (project_id,),
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+
+# ---------------------------------------------------------------------- value helpers
+def utc_now() -> str:
+    """The current time as the ISO 8601 text stored in the database."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def clean_name(name: object, what: str) -> str:
+    """A project or run name, stripped; HierTuneError when empty or unreasonable."""
+    if not isinstance(name, str) or not name.strip():
+        raise HierTuneError(f"A {what} needs a non-empty name.")
+    name = name.strip()
+    if len(name) > 200 or "\n" in name:
+        raise HierTuneError(f"The {what} name {name[:40]!r}... is too long or has a line break.")
+    return name
+
+
+def taxonomy_from_json(text: str) -> Taxonomy:
+    data = json.loads(text)
+    if not data.get("nodes"):  # a new project's tree is empty, which from_dict refuses
+        return Taxonomy(data.get("level_names"))
+    return Taxonomy.from_dict(data)
+
+
+def to_json(value: object) -> str | None:
+    """JSON text of a JSON-ready value that may hold numpy numbers or paths (None stays NULL)."""
+    return None if value is None else json.dumps(value, default=_json_default)
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def frame(records: list[dict], columns: list[str], nullable: Iterable[str] = ()) -> pd.DataFrame:
+    """A DataFrame whose nullable columns keep None (pandas would turn it into NaN)."""
+    nullable = set(nullable)
+    return pd.DataFrame(
+        {
+            c: pd.Series([r[c] for r in records], dtype=object if c in nullable else None)
+            for c in columns
+        },
+        columns=columns,
+    )

@@ -1,0 +1,282 @@
+"""The image library of a project: stored files, their labels, label counts and samples.
+
+Files live under `projects/<id>/images/`, named by their SHA-256, so the same picture is
+stored once per project. Each image has exactly one label row: a node id at any depth
+(an inner node is a partial label) or NULL, with its source (human, model or import).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from hiercore.errors import DataError, TaxonomyError
+from hiercore.store.database import Database, frame, utc_now
+
+DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
+LABEL_SOURCES = ("human", "model", "import")
+MAX_PIXELS = 100_000_000
+_EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tif"}
+
+
+@dataclass
+class ImageImport:
+    """What `Workspace.add_images` did with each file it was given."""
+
+    added: list[int] = field(default_factory=list)
+    """Ids of the images stored by this call, in the order given."""
+    duplicates: list[tuple[str, int]] = field(default_factory=list)
+    """(original name, id of the identical image already in the project)."""
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    """(original name, why it was refused)."""
+
+
+class ImageLibrary(Database):
+    """The image and label part of a `Workspace`."""
+
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    """Files larger than this are refused by `add_images`."""
+
+    def add_images(
+        self,
+        project_id: int,
+        files: Iterable[tuple[str, bytes | str | Path]],
+        node_id: str | None = None,
+        source: str = "import",
+    ) -> ImageImport:
+        """Store images (original name, bytes or a file path), optionally labelled `node_id`.
+
+        Each file must be a readable image no larger than `max_image_bytes`; bad ones are
+        listed by name in `rejected` and the good ones are still added. A picture already
+        in the project is not stored twice: it is listed in `duplicates` with its id.
+        """
+        _check_source(source)
+        with self._read() as conn:  # before any file is written for it
+            self._require_project(conn, project_id)
+        accepted: list[tuple[str, str, str, int, int]] = []  # name, sha, relative path, w, h
+        result = ImageImport()
+        images_dir = self.project_dir(project_id) / "images"
+        written: list[Path] = []
+        for name, content in files:
+            name = str(name)
+            try:
+                data = self._read_upload(content)
+                fmt, width, height = _inspect_image(data)
+            except DataError as exc:
+                result.rejected.append((name, str(exc)))
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            rel = Path("projects", str(int(project_id)), "images", sha + _extension(fmt))
+            target = self.root / rel
+            if not target.exists():
+                # Files are written before the transaction so it stays short; content
+                # addressing makes a repeat harmless, and a rollback removes them below.
+                images_dir.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_suffix(target.suffix + f".{threading.get_ident()}.tmp")
+                tmp.write_bytes(data)
+                tmp.replace(target)
+                written.append(target)
+            accepted.append((name, sha, rel.as_posix(), width, height))
+        try:
+            with self._write() as conn:
+                self._require_project(conn, project_id)
+                if node_id is not None:
+                    self._require_node(conn, project_id, node_id)
+                now = utc_now()
+                for name, sha, rel, width, height in accepted:
+                    old = conn.execute(
+                        "SELECT id FROM images WHERE project_id = ? AND sha256 = ?",
+                        (project_id, sha),
+                    ).fetchone()
+                    if old is not None:
+                        result.duplicates.append((name, old[0]))
+                        continue
+                    image_id = conn.execute(
+                        "INSERT INTO images (project_id, path, name, sha256, width, height, added)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (project_id, rel, name, sha, width, height, now),
+                    ).lastrowid
+                    conn.execute(
+                        "INSERT INTO labels (image_id, node_id, source, updated) "
+                        "VALUES (?, ?, ?, ?)",
+                        (image_id, node_id, source if node_id else None, now),
+                    )
+                    result.added.append(image_id)
+                self._touch(conn, project_id, now)
+        except BaseException:
+            self._remove_unreferenced(written)
+            raise
+        return result
+
+    def _read_upload(self, content: bytes | str | Path) -> bytes:
+        """The file's bytes, or DataError with the reason (`rejected` pairs it with the name)."""
+        limit = f"the {self.max_image_bytes / 1e6:g} MB limit"
+        if isinstance(content, bytes | bytearray):
+            if len(content) > self.max_image_bytes:
+                raise DataError(f"larger than {limit}")
+            return bytes(content)
+        path = Path(content)
+        try:
+            if path.stat().st_size > self.max_image_bytes:
+                raise DataError(f"larger than {limit}")
+            return path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot be read ({exc.strerror or exc})") from None
+
+    def _remove_unreferenced(self, paths: list[Path]) -> None:
+        conn = self._conn()
+        for path in paths:
+            rel = path.relative_to(self.root).as_posix()
+            if conn.execute("SELECT 1 FROM images WHERE path = ?", (rel,)).fetchone() is None:
+                path.unlink(missing_ok=True)
+
+    def remove_images(self, project_id: int, image_ids: Iterable[int]) -> int:
+        """Delete images of a project with their labels and files; returns how many went."""
+        ids = [int(i) for i in image_ids]
+        with self._write() as conn:
+            self._require_project(conn, project_id)
+            paths = []
+            for image_id in ids:
+                row = conn.execute(
+                    "SELECT path FROM images WHERE id = ? AND project_id = ?",
+                    (image_id, project_id),
+                ).fetchone()
+                if row is not None:
+                    paths.append(row[0])
+                    conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
+            self._touch(conn, project_id, utc_now())
+        for rel in paths:
+            (self.root / rel).unlink(missing_ok=True)
+        return len(paths)
+
+    def images(self, project_id: int) -> pd.DataFrame:
+        """One row per image: id, path, name, node_id, label (path text), source, width, height."""
+        with self._read() as conn:
+            self._require_project(conn, project_id)
+            _, tax = self._current(conn, project_id)
+            rows = conn.execute(
+                "SELECT i.id, i.path, i.name, l.node_id, l.source, i.width, i.height, i.added "
+                "FROM images i JOIN labels l ON l.image_id = i.id WHERE i.project_id = ? "
+                "ORDER BY i.id",
+                (project_id,),
+            ).fetchall()
+        records = [
+            {
+                "id": r["id"],
+                "path": str(self.root / r["path"]),
+                "name": r["name"],
+                "node_id": r["node_id"],
+                "label": " / ".join(tax.path_names(r["node_id"])) if r["node_id"] else "",
+                "source": r["source"],
+                "width": r["width"],
+                "height": r["height"],
+                "added": r["added"],
+            }
+            for r in rows
+        ]
+        columns = ["id", "path", "name", "node_id", "label", "source", "width", "height", "added"]
+        return frame(records, columns, nullable=("node_id", "source"))
+
+    def set_label(self, image_id: int, node_id: str | None, source: str = "human") -> None:
+        """Label one image with a node at any depth (None clears the label)."""
+        self.set_labels([(image_id, node_id)], source)
+
+    def set_labels(self, labels: Iterable[tuple[int, str | None]], source: str = "human") -> None:
+        """Label several images in one transaction: (image id, node id or None) pairs."""
+        _check_source(source)
+        pairs = list(labels)
+        with self._write() as conn:
+            now = utc_now()
+            projects = set()
+            for image_id, node_id in pairs:
+                row = conn.execute(
+                    "SELECT project_id FROM images WHERE id = ?", (image_id,)
+                ).fetchone()
+                if row is None:
+                    raise DataError(f"There is no image with id {image_id}.")
+                if node_id is not None:
+                    # Checked inside the write lock, so a concurrent delete cannot orphan it.
+                    self._require_node(conn, row[0], node_id)
+                conn.execute(
+                    "UPDATE labels SET node_id = ?, source = ?, updated = ? WHERE image_id = ?",
+                    (node_id, source if node_id is not None else None, now, image_id),
+                )
+                projects.add(row[0])
+            for pid in projects:
+                self._touch(conn, pid, now)
+
+    def _require_node(self, conn: sqlite3.Connection, project_id: int, node_id: str) -> None:
+        if node_id not in self._current(conn, project_id)[1]:
+            raise TaxonomyError(f"Node {node_id!r} is not in this project's taxonomy.")
+
+    def label_counts(self, project_id: int) -> dict[str, int]:
+        """For every node, the number of images labelled at it or anywhere below it."""
+        with self._read() as conn:
+            self._require_project(conn, project_id)
+            _, tax = self._current(conn, project_id)
+            labelled = self._labelled_nodes(conn, project_id)
+        counts = dict.fromkeys(tax.iter_dfs(), 0)
+        for node, n in labelled.items():
+            for ancestor in tax.path(node):
+                counts[ancestor] += n
+        return counts
+
+    def samples(self, project_id: int, labelled_only: bool = True) -> list:
+        """The project's images as `hiercore.data.Sample`s (path, node_id), for training."""
+        sample_type = _sample_type()
+        df = self.images(project_id)
+        if labelled_only:
+            df = df[df["node_id"].notna()]
+        return [sample_type(p, n) for p, n in zip(df["path"], df["node_id"], strict=True)]
+
+
+def _check_source(source: str) -> None:
+    if source not in LABEL_SOURCES:
+        raise ValueError(f"Label source must be one of {LABEL_SOURCES}, not {source!r}.")
+
+
+def _inspect_image(data: bytes) -> tuple[str, int, int]:
+    """(PIL format, width, height) of a fully decodable image, else DataError."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, (width, height) = img.format, img.size
+            if width * height > MAX_PIXELS:  # a small file can still decode to gigabytes
+                raise DataError(f"{width}x{height} pixels is more than the {MAX_PIXELS} limit")
+            img.load()  # decode every pixel: catches truncated and corrupt files
+    except DataError:
+        raise
+    except Exception as exc:  # PIL raises many types on bad data; all mean "not an image"
+        raise DataError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+    return fmt or "PNG", width, height
+
+
+def _extension(fmt: str) -> str:
+    return _EXTENSIONS.get(fmt, "." + fmt.lower())
+
+
+def _sample_type() -> type:
+    # TODO(lead): hiercore.data.Sample is being written alongside this module; drop the
+    # fallback once it has landed.
+    try:
+        from hiercore.data import Sample
+    except ModuleNotFoundError as exc:
+        if exc.name != "hiercore.data":
+            raise
+        return _FallbackSample
+    return Sample
+
+
+@dataclass
+class _FallbackSample:
+    path: str
+    node_id: str | None
+    split: str | None = None
+    extra: dict = field(default_factory=dict)
