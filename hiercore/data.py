@@ -193,11 +193,11 @@ def split_samples(
     """(train, val): explicit `split` values first, the rest stratified by label.
 
     Samples labelled with a leaf are stratified by that leaf, partial labels by their
-    node. About `val_fraction` of the free samples go to val, shared out between strata
-    by largest remainder so small classes are not rounded away all at once; a stratum
-    always keeps at least one sample in train (so a class with one sample trains).
-    Unlabelled samples train. The result depends only on the samples and `seed`, not
-    on their order; both lists keep the input order.
+    node. Each stratum of n free samples sends floor(n * val_fraction) to val; the places
+    left to reach round(N * val_fraction) go one each to the strata with the largest
+    remainders (ties broken by `seed`). A stratum always keeps one sample in train, so a
+    class with a single sample trains. Unlabelled samples train. The result depends only
+    on the samples (by path) and `seed`, not on their order; both lists keep input order.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise HierTuneError(f"The validation fraction must be in [0, 1), not {val_fraction}.")

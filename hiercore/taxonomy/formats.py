@@ -140,6 +140,8 @@ def detect_format(source: str | os.PathLike | bytes, name: str | None = None) ->
     path = Path(source)
     if path.is_dir():
         return "folder"
+    if not path.is_file():
+        raise TaxonomyError(f"{path}: no such file or folder.")
     return _sniff(_decode(path.read_bytes(), path.name), path.suffix.lower())
 
 
@@ -159,7 +161,12 @@ def export_taxonomy(tax: Taxonomy, fmt: str) -> str:
 
 
 def save_taxonomy(tax: Taxonomy, path: str | os.PathLike, fmt: str | None = None) -> Path:
-    """Write the taxonomy to `path` in `fmt` (default: from the extension; none = folder)."""
+    """Write the taxonomy to `path` in `fmt` and return the path.
+
+    Without `fmt` the extension decides: .csv/.tsv wide CSV, .nwk/.newick/.tre/.tree
+    Newick, .json native JSON (Label Studio JSON when the file name contains "label"),
+    no extension a folder tree.
+    """
     path = Path(path)
     fmt = normalise_format(fmt) if fmt else _format_from_suffix(path)
     if fmt == "folder":
