@@ -49,8 +49,7 @@ def default_train_fn(
     from hiercore.training import train
 
     run = workspace.get_run(run_id)
-    taxonomy = workspace.taxonomy(run["project_id"])
-    samples = workspace.samples(run["project_id"])
+    taxonomy, samples = workspace.training_snapshot(run["project_id"])
     if not samples:
         raise HierTuneError("The project has no labelled images to train on.")
     run_config = RunConfig.from_dict(config)
@@ -204,9 +203,11 @@ class TrainingQueue:
             ws.update_run(run_id, state="failed", error=message, finished=utc_now())
             return
         progress.flush()
-        metrics = result.get("metrics", result) if isinstance(result, dict) else None
-        metrics = getattr(result, "metrics", metrics)
-        stopped = stop_event.is_set() or getattr(result, "state", None) == "stopped"
+        if isinstance(result, dict):  # {"metrics": ..., "state": ...} or the metrics alone
+            metrics, reported = result.get("metrics", result), result.get("state")
+        else:
+            metrics, reported = getattr(result, "metrics", None), getattr(result, "state", None)
+        stopped = stop_event.is_set() or reported == "stopped"
         state = "stopped" if stopped else "finished"
         ws.update_run(run_id, state=state, metrics=metrics, finished=utc_now())
 

@@ -239,6 +239,16 @@ def test_a_failing_train_function_marks_the_run_failed(ws, project, error, messa
     assert status["finished"] is not None
 
 
+def test_a_train_function_may_report_its_own_stop(ws, project):
+    queue = make_queue(ws, lambda *a: {"metrics": {"fpa": 0.1}, "state": "stopped"})
+    try:
+        run_id = queue.submit(project, "r", {})
+        assert wait_for(lambda: queue.status(run_id)["state"] == "stopped")
+    finally:
+        queue.shutdown()
+    assert queue.status(run_id)["metrics"] == {"fpa": 0.1}
+
+
 def test_interrupted_runs_become_failed_at_start_up(tmp_path):
     release = threading.Event()
     with Workspace(tmp_path) as ws:

@@ -462,6 +462,11 @@ def test_set_label_validates_and_counts_roll_up(ws, birds):
     assert by_path[Path(df.loc["none-0.png", "path"])] == ids["corax"]
     assert all(Path(s.path).is_file() for s in samples)
     assert len(ws.samples(pid, labelled_only=False)) == 16
+    tax, snapshot = ws.training_snapshot(pid)
+    assert tax.to_dict() == ws.taxonomy(pid).to_dict()
+    assert sorted((s.path, s.node_id) for s in snapshot) == sorted(
+        (s.path, s.node_id) for s in samples
+    )
 
 
 # ---------------------------------------------------------------------- runs

@@ -20,6 +20,7 @@ from PIL import Image
 
 from hiercore.errors import DataError, TaxonomyError
 from hiercore.store.database import Database, frame, utc_now
+from hiercore.taxonomy import Taxonomy
 
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
 LABEL_SOURCES = ("human", "model", "import")
@@ -228,6 +229,14 @@ class ImageLibrary(Database):
             for ancestor in tax.path(node):
                 counts[ancestor] += n
         return counts
+
+    def training_snapshot(self, project_id: int) -> tuple[Taxonomy, list]:
+        """(taxonomy, labelled samples) read at one instant, so that every label is a node
+        of that taxonomy even while someone edits it (a training run's input)."""
+        with self._read() as conn:
+            self._require_project(conn, project_id)
+            taxonomy = self._current(conn, project_id)[1].copy()
+            return taxonomy, self.samples(project_id)
 
     def samples(self, project_id: int, labelled_only: bool = True) -> list:
         """The project's images as `hiercore.data.Sample`s (path, node_id), for training."""
