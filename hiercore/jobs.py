@@ -195,10 +195,11 @@ class TrainingQueue:
             result = self.train_fn(run_id, run["config"], progress, stop_event)
         except Exception as exc:
             progress.flush()
+            first_line = next(iter(str(exc).strip().splitlines()), "")
             if isinstance(exc, HierTuneError):
-                message = str(exc)
+                message = first_line
             else:
-                message = f"internal error: {type(exc).__name__}: {exc}"
+                message = f"internal error: {type(exc).__name__}: {first_line}"
                 log.exception("run %s failed", run_id)
             ws.update_run(run_id, state="failed", error=message, finished=utc_now())
             return

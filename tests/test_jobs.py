@@ -214,6 +214,10 @@ def test_stop_a_queued_job_before_it_starts(ws, project):
             "The project has no labelled images.",
         ),
         (KeyError("lr"), "internal error: KeyError: 'lr'"),
+        (
+            RuntimeError("CUDA out of memory.\nTried to allocate"),
+            "internal error: RuntimeError: CUDA out of memory.",
+        ),
     ],
 )
 def test_a_failing_train_function_marks_the_run_failed(ws, project, error, message):
