@@ -342,3 +342,15 @@ def test_compare_command_writes_both_tables(easy, tmp_path, capsys):
     assert md.count("\n| tip-adapter |") == 1 and md.count("\n| tpkl-hisce |") == 1
     assert " ± " in md
     assert "split column" in md
+
+
+def test_lora_rows_need_adapters(easy, tmp_path):
+    with pytest.raises(HierTuneError, match="tpkl fine-tune LoRA"):
+        run_comparison(
+            easy.taxonomy,
+            easy.train,
+            easy.evals,
+            quick(lora="none"),
+            "zero-shot,tpkl",
+            out_dir=tmp_path,
+        )

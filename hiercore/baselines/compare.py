@@ -33,7 +33,7 @@ import pandas as pd
 from hiercore.baselines import frozen
 from hiercore.baselines.registry import create_method, resolve_methods
 from hiercore.config import RunConfig
-from hiercore.errors import DataError
+from hiercore.errors import DataError, HierTuneError
 from hiercore.taxonomy import LevelIndex, Taxonomy
 from hiercore.training import ProgressEvent
 
@@ -148,6 +148,12 @@ def run_comparison(
     emit = progress or (lambda e: None)
     acc_columns = level_columns(taxonomy)
     options = method_options or {}
+    lora_rows = [n for n in names if getattr(create_method(n), "needs_lora", False)]
+    if lora_rows and config.lora == "none":
+        raise HierTuneError(
+            f"The rows {', '.join(lora_rows)} fine-tune LoRA adapters: choose lora vision, "
+            "text or both, or leave those rows out."
+        )
     plan = [(config.seed + k, name) for k in range(seeds) for name in names]
     rows = []
     try:
@@ -212,7 +218,8 @@ def _budget(config: RunConfig) -> str:
     steps = f", at most {config.max_steps} steps" if config.max_steps else ""
     lora = f"LoRA {config.lora} rank {config.rank}" if config.lora != "none" else "no LoRA"
     return (
-        f"{config.epochs} epochs of batch {config.batch_size}{steps}, lr {config.lr:g}; "
+        f"{config.epochs} epoch{'s' if config.epochs != 1 else ''} of batch {config.batch_size}"
+        f"{steps}, lr {config.lr:g}; "
         f"{lora} for the LoRA rows"
     )
 
@@ -282,14 +289,14 @@ def register_cli(sub) -> None:
         help="train and score baselines and the hierarchical losses on one split",
         description=__doc__.splitlines()[0],
     )
-    add_data_args(p)
+    add_data_args(p, required=False)
     p.add_argument("--model", default=d.model)
     p.add_argument("--pretrained", default=None)
     p.add_argument("--methods", default="all", help="'all' or a comma-separated list (see --list)")
     p.add_argument("--list", action="store_true", help="print the method names and exit")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed + 1, ...)")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", required=True, help="folder for comparison.csv / comparison.md")
+    p.add_argument("--out", help="folder for comparison.csv / comparison.md (required)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
@@ -312,6 +319,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(list_methods()))
         return 0
+    if not args.data or not args.out:
+        raise HierTuneError("compare needs --data and --out (or --list to see the methods).")
     config = RunConfig(
         model=args.model,
         pretrained=args.pretrained,

@@ -33,6 +33,8 @@ from hiercore.training import ProgressEvent, train
 class LoraLoss(Method):
     """A LoRA fine-tuning run with one choice of loss terms."""
 
+    needs_lora = True
+
     def __init__(self, tpkl: bool, hisce: bool, flat: bool = False) -> None:
         self.tpkl, self.hisce, self.flat = tpkl, hisce, flat
         if flat:
