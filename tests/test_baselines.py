@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from hiercore.baselines import create_method, levels_from_leaf_scores, list_methods
+from hiercore.baselines import create_method, frozen, levels_from_leaf_scores, list_methods
 from hiercore.baselines.clip_adapter import Adapter
 from hiercore.baselines.compare import level_columns, run_comparison, table_columns
 from hiercore.baselines.coop import PromptLearner
@@ -133,8 +133,15 @@ def test_registry_holds_every_method_of_the_spec():
 
 
 # ---------------------------------------------------------------------- every method
+@pytest.fixture(scope="module")
+def shared_features():
+    """Frozen-backbone methods encode the images once for the whole module, as in a table."""
+    with frozen.sharing():
+        yield
+
+
 @pytest.mark.parametrize("name", list_methods())
-def test_method_runs_and_gives_valid_per_level_predictions(name, easy, tmp_path):
+def test_method_runs_and_gives_valid_per_level_predictions(name, easy, tmp_path, shared_features):
     result = create_method(name).fit(
         easy.taxonomy, easy.train, easy.evals, quick(name), tmp_path / name
     )

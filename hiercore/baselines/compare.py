@@ -156,7 +156,7 @@ def run_comparison(
         )
     plan = [(config.seed + k, name) for k in range(seeds) for name in names]
     rows = []
-    try:
+    with frozen.sharing():  # frozen-backbone rows encode the images once per seed
         for i, (seed, name) in enumerate(plan, start=1):
             if stop.is_set():
                 break
@@ -179,8 +179,6 @@ def run_comparison(
             metrics = result.metrics()
             rows.append(run_row(name, seed, metrics, acc_columns))
             emit(CompareEvent(name, seed, i, len(plan), "done", metrics=metrics))
-    finally:
-        frozen.clear_cache()
     runs = pd.DataFrame(rows)
     if runs.empty:
         table = pd.DataFrame(columns=table_columns(acc_columns))

@@ -3,10 +3,11 @@
 Zero-shot, CHiLS, CoOp, CLIP-Adapter, Tip-Adapter(-F) and LatHAdapter never change the
 image tower, so the training and evaluation images are encoded once with
 `hiercore.evaluation.collect` and the result is shared by every such method of a
-comparison (one model and the sample sets it encoded stay in memory, keyed by the model,
-the seed of a random model, the prompts, the taxonomy and the sample lists). Each method
-still reports the time that loading the model and encoding its training images took, as
-if it had done so itself, so that the training times of the table stay comparable.
+comparison: inside `with sharing():` one model and the sample sets it encoded stay in
+memory, keyed by the model, the seed of a random model, the prompts, the taxonomy and the
+sample lists; outside it nothing is kept after a method's `fit`. Each method still
+reports the time that loading the model and encoding its training images took, as if it
+had done so itself, so that the training times of the table stay comparable.
 
 `optimise` is the loop those methods share: AdamW with a linear warm-up and cosine decay
 over epochs x ceil(N / (batch_size * grad_accum)) steps (capped by `max_steps`), the
@@ -21,7 +22,8 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +75,20 @@ class FrozenFeatures:
 # One frozen model and the sample sets it encoded, reused across the methods of a comparison.
 _model_cache: dict[str, tuple] = {}
 _encoded_cache: dict[str, tuple[Collected, float]] = {}
+_sharing = 0
+
+
+@contextmanager
+def sharing() -> Iterator[None]:
+    """Keep the frozen model and its features between `fit` calls until the block ends."""
+    global _sharing
+    _sharing += 1
+    try:
+        yield
+    finally:
+        _sharing -= 1
+        if _sharing == 0:
+            clear_cache()
 
 
 def _digest(obj) -> str:
@@ -100,7 +116,10 @@ def _frozen_model(config: RunConfig, taxonomy: Taxonomy):
         with torch.no_grad():
             node_feats = model.encode_nodes().float()
         clip_params = count_parameters(bundle.model)[1]
-        _model_cache[key] = (model, node_feats, device, clip_params, time.time() - started)
+        entry = (model, node_feats, device, clip_params, time.time() - started)
+        if not _sharing:
+            return key, entry
+        _model_cache[key] = entry
     return key, _model_cache[key]
 
 
@@ -109,6 +128,8 @@ def _encoded(key: str, model, samples: list, config: RunConfig, device, node_fea
     if skey not in _encoded_cache:
         started = time.time()
         c = collect(model, samples, config.batch_size * 2, device, node_feats)
+        if not _sharing:
+            return c, time.time() - started
         _encoded_cache[skey] = (c, time.time() - started)
     return _encoded_cache[skey]
 
@@ -199,6 +220,6 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def clear_cache() -> None:
-    """Forget the frozen model and its features (a comparison calls this when it ends)."""
+    """Forget the frozen model and its features."""
     _model_cache.clear()
     _encoded_cache.clear()
