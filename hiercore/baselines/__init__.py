@@ -4,29 +4,32 @@
 returns a `MethodResult` (per-level logits on the evaluation samples), scored for every
 method by the same `hiercore.metrics.evaluate_predictions`. `run_comparison` (in
 `compare`) loops over methods and seeds and writes the table.
+
+Names are resolved on first use, so that the CLI can register ``compare`` without
+importing torch and open_clip for every other command.
 """
 
-# importing the family modules fills the registry, in the order of the table's rows
-from hiercore.baselines import zero_shot  # noqa: I001
-from hiercore.baselines import lora_losses
-from hiercore.baselines import coop
-from hiercore.baselines import clip_adapter
-from hiercore.baselines import tip_adapter
-from hiercore.baselines import lathadapter
-from hiercore.baselines.registry import Method, create_method, list_methods, register_method
-from hiercore.baselines.result import MethodResult, levels_from_leaf_scores
+from __future__ import annotations
 
-__all__ = [
-    "Method",
-    "MethodResult",
-    "clip_adapter",
-    "coop",
-    "create_method",
-    "lathadapter",
-    "levels_from_leaf_scores",
-    "list_methods",
-    "lora_losses",
-    "register_method",
-    "tip_adapter",
-    "zero_shot",
-]
+import importlib
+
+_EXPORTS = {
+    "Method": "registry",
+    "create_method": "registry",
+    "describe_methods": "registry",
+    "list_methods": "registry",
+    "register_method": "registry",
+    "MethodResult": "result",
+    "levels_from_leaf_scores": "result",
+    "CompareEvent": "compare",
+    "run_comparison": "compare",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"hiercore.baselines.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'hiercore.baselines' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

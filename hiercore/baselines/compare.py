@@ -27,15 +27,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from hiercore.baselines import frozen
-from hiercore.baselines.registry import create_method, resolve_methods
-from hiercore.config import RunConfig
 from hiercore.errors import DataError, HierTuneError
-from hiercore.taxonomy import LevelIndex, Taxonomy
-from hiercore.training import ProgressEvent
+
+if TYPE_CHECKING:  # the CLI imports this module to register `compare`: keep it light
+    import pandas as pd
+
+    from hiercore.config import RunConfig
+    from hiercore.taxonomy import Taxonomy
+    from hiercore.training import ProgressEvent
 
 METRICS = ("fpa", "fpa_consistent", "tice", "tice_consistent")
 TAIL_METRICS = ("mistake_severity", "hca", "train_time_s")
@@ -67,6 +68,8 @@ class CompareEvent:
 
 def level_columns(taxonomy: Taxonomy) -> list[str]:
     """Names of the per-level accuracy columns: acc_<rank name> or acc_level<k>."""
+    from hiercore.taxonomy import LevelIndex
+
     depth = LevelIndex.build(taxonomy).depth
     names = list(taxonomy.level_names)
     if len(names) != depth or len(set(names)) != depth:
@@ -99,6 +102,8 @@ def run_row(method: str, seed: int, metrics: dict, acc_columns: list[str]) -> di
 
 def summarise(runs: pd.DataFrame, acc_columns: list[str]) -> pd.DataFrame:
     """Mean and sample std over seeds, one row per method (in the order of `runs`)."""
+    import pandas as pd
+
     numeric = [*METRICS, *acc_columns, *TAIL_METRICS]
     rows = []
     for method, group in runs.groupby("method", sort=False):
@@ -135,6 +140,11 @@ def run_comparison(
     are in ``table.attrs["runs"]``. A set `stop_event` stops the current run and skips
     the rest; the table then holds what finished.
     """
+    import pandas as pd
+
+    from hiercore.baselines import frozen
+    from hiercore.baselines.registry import create_method, resolve_methods
+
     names = resolve_methods(methods)
     if seeds < 1:
         raise DataError(f"The number of seeds must be at least 1, not {seeds}.")
@@ -265,6 +275,7 @@ def comparison_split(
     """(train, evaluation, how): the samples' own split where they carry one (a manifest's
     ``split`` column), a stratified hold-out of `val_fraction` for the rest."""
     from hiercore.data import split_samples
+    from hiercore.taxonomy import LevelIndex
 
     train, evals = split_samples(samples, LevelIndex.build(taxonomy), val_fraction, seed)
     if not evals:
@@ -277,67 +288,75 @@ def comparison_split(
     return train, evals, f"stratified hold-out of {val_fraction:g} (seed {seed})"
 
 
+# flag -> RunConfig field; unset flags keep the RunConfig default (read when the command
+# runs, so that registering the command imports nothing heavy)
+RUN_FLAGS = {
+    "model": str,
+    "pretrained": str,
+    "seed": int,
+    "epochs": int,
+    "batch_size": int,
+    "lr": float,
+    "rank": int,
+    "lora": str,
+    "alpha": float,
+    "lam": float,
+    "eps": float,
+    "val_fraction": float,
+    "max_steps": int,
+    "device": str,
+}
+FLAG_HELP = {
+    "model": "CLIP model (default: the embedded one)",
+    "lora": "towers with LoRA adapters for the LoRA rows: vision, text or both",
+    "alpha": "TP-KL weight of the tpkl rows",
+    "lam": "HiSCE weight of the hisce rows",
+    "eps": "HiSCE sibling smoothing",
+    "seed": "first seed (seeds are seed, seed + 1, ...)",
+    "val_fraction": "share held out for evaluation when the data has no split column",
+    "max_steps": "cap on optimiser steps per run",
+}
+
+
 def register_cli(sub) -> None:
     """Add the ``compare`` subcommand to the hiercore CLI."""
     from hiercore.cli import add_data_args
 
-    d = RunConfig(model="default")
     p = sub.add_parser(
         "compare",
         help="train and score baselines and the hierarchical losses on one split",
         description=__doc__.splitlines()[0],
     )
     add_data_args(p, required=False)
-    p.add_argument("--model", default=d.model)
-    p.add_argument("--pretrained", default=None)
     p.add_argument("--methods", default="all", help="'all' or a comma-separated list (see --list)")
     p.add_argument("--list", action="store_true", help="print the method names and exit")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed + 1, ...)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds")
     p.add_argument("--out", help="folder for comparison.csv / comparison.md (required)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--rank", type=int, default=d.rank)
-    p.add_argument("--lora", default=d.lora, choices=["vision", "text", "both"])
-    p.add_argument("--alpha", type=float, default=d.alpha, help="TP-KL weight")
-    p.add_argument("--lam", type=float, default=d.lam, help="HiSCE weight")
-    p.add_argument("--eps", type=float, default=d.eps)
+    for name, kind in RUN_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = FLAG_HELP.get(name, "as in `train`") + " (default: the run config's)"
+        if name == "lora":
+            p.add_argument(flag, choices=["vision", "text", "both"], help=help_text)
+        else:
+            p.add_argument(flag, type=kind, default=None, help=help_text)
     p.add_argument("--template", action="append", dest="templates", default=None)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--device", default=d.device)
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from hiercore.baselines.registry import list_methods
     from hiercore.cli import load_data
+    from hiercore.config import RunConfig
 
     if args.list:
         print("\n".join(list_methods()))
         return 0
     if not args.data or not args.out:
         raise HierTuneError("compare needs --data and --out (or --list to see the methods).")
-    config = RunConfig(
-        model=args.model,
-        pretrained=args.pretrained,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        rank=args.rank,
-        lora=args.lora,
-        alpha=args.alpha,
-        lam=args.lam,
-        eps=args.eps,
-        templates=args.templates,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        max_steps=args.max_steps,
-        device=args.device,
-    )
+    given = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
+    config = RunConfig(**given, templates=args.templates)
     taxonomy, samples = load_data(args.data, args.taxonomy)
-    train_s, eval_s, how = comparison_split(taxonomy, samples, args.val_fraction, args.seed)
+    train_s, eval_s, how = comparison_split(taxonomy, samples, config.val_fraction, config.seed)
     bars = _Bars()
     try:
         table = run_comparison(

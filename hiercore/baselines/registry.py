@@ -11,6 +11,7 @@ takes keyword options and returns a `Method`. The comparison table is then a loo
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -63,15 +64,24 @@ def register_method(name: str) -> Callable[[Callable[..., Method]], Callable[...
     return decorate
 
 
+FAMILIES = ("zero_shot", "lora_losses", "coop", "clip_adapter", "tip_adapter", "lathadapter")
+"""Modules whose decorated factories fill the registry, in the order of the table's rows."""
+
+
 def _load_families() -> None:
-    # the package imports every family module, which fills the registry
-    import hiercore.baselines  # noqa: F401
+    for module in FAMILIES:
+        importlib.import_module(f"hiercore.baselines.{module}")
 
 
 def list_methods() -> list[str]:
     """Registered method names, in the order of the comparison table."""
     _load_families()
     return list(_ORDER)
+
+
+def describe_methods() -> dict[str, str]:
+    """Method name -> its one-line note (what the studio shows beside each choice)."""
+    return {name: create_method(name).notes for name in list_methods()}
 
 
 def create_method(name: str, **kwargs) -> Method:
