@@ -76,7 +76,13 @@ def _load_families() -> None:
 def list_methods() -> list[str]:
     """Registered method names, in the order of the comparison table."""
     _load_families()
-    return list(_ORDER)
+
+    def rank(name: str) -> tuple[int, int]:
+        module = _REGISTRY[name].__module__.rsplit(".", 1)[-1]
+        family = FAMILIES.index(module) if module in FAMILIES else len(FAMILIES)
+        return family, _ORDER.index(name)
+
+    return sorted(_ORDER, key=rank)
 
 
 def describe_methods() -> dict[str, str]:
@@ -89,7 +95,7 @@ def create_method(name: str, **kwargs) -> Method:
     _load_families()
     factory = _REGISTRY.get(name)
     if factory is None:
-        raise HierTuneError(f"Unknown method {name!r}; known methods: {', '.join(_ORDER)}.")
+        raise HierTuneError(f"Unknown method {name!r}; known methods: {', '.join(list_methods())}.")
     try:
         method = factory(**kwargs)
     except TypeError as exc:
@@ -107,5 +113,6 @@ def resolve_methods(spec: str | list[str]) -> list[str]:
         raise HierTuneError("Name at least one method to compare (or 'all').")
     for n in names:
         if n not in _REGISTRY:
-            raise HierTuneError(f"Unknown method {n!r}; known methods: {', '.join(_ORDER)}.")
+            known = ", ".join(list_methods())
+            raise HierTuneError(f"Unknown method {n!r}; known methods: {known}.")
     return list(dict.fromkeys(names))
