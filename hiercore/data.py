@@ -98,10 +98,18 @@ def _images_in(folder: Path) -> list[str]:
         return sorted(e.path for e in entries if e.is_file() and is_image_file(e.name))
 
 
+METADATA_COLUMNS = frozenset({"style", "source", "note", "notes", "id", "weight"})
+"""Manifest columns that describe an image but are not taxonomy levels (kept in `extra`)."""
+
+
 def samples_from_manifest(
     csv_path: str | os.PathLike, taxonomy: Taxonomy | None = None
 ) -> tuple[Taxonomy, list[Sample]]:
     """A CSV manifest: a `path` column, one column per level, an optional `split` column.
+
+    Columns named in `METADATA_COLUMNS` (style, source, ...) are kept in `Sample.extra`,
+    as is every column that is not one of the taxonomy's rank names when a taxonomy with
+    rank names is given.
 
     Paths are relative to the CSV's folder (absolute paths are kept). Blank trailing
     level cells give a partial label; a row with every level blank is unlabelled. With
@@ -132,7 +140,16 @@ def samples_from_manifest(
         raise DataError(f"{source} line {head_line}: the header has no 'path' column.")
     path_col = lowered.index("path")
     split_col = lowered.index("split") if "split" in lowered else None
-    level_cols = [i for i in range(len(header)) if i not in (path_col, split_col)]
+    if taxonomy is not None and taxonomy.level_names and set(taxonomy.level_names) <= set(header):
+        # the taxonomy names its ranks: those columns are the levels, the rest is metadata
+        level_cols = [header.index(r) for r in taxonomy.level_names]
+    else:
+        level_cols = [
+            i
+            for i in range(len(header))
+            if i not in (path_col, split_col) and lowered[i] not in METADATA_COLUMNS
+        ]
+    extra_cols = [i for i in range(len(header)) if i not in (path_col, split_col, *level_cols)]
     ranks = [header[i] for i in level_cols]
     if taxonomy is None and any(not r for r in ranks):
         raise DataError(f"{source} line {head_line}: a level column has no name.")
@@ -158,7 +175,8 @@ def samples_from_manifest(
             if node is None:
                 raise DataError(f"{where}: {' / '.join(names)!r} is not a path of the taxonomy.")
         path = base / row[path_col]
-        samples.append(Sample(str(path), node, split, {"line": line}))
+        extra = {"line": line, **{header[i]: row[i] for i in extra_cols}}
+        samples.append(Sample(str(path), node, split, extra))
     if builder is not None:
         if not builder.records:
             raise DataError(f"{source}: no row has a label, so there is no taxonomy to build.")

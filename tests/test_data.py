@@ -331,3 +331,20 @@ def test_zip_input_errors(tmp_path):
     with pytest.raises(DataError, match="more than the limit of 3"):
         extract_zip_safely(archive, tmp_path / "out", max_files=3)
     assert not (tmp_path / "out").exists()
+
+
+def test_manifest_metadata_columns_are_not_levels(tmp_path):
+    """A `style` column (as in the demo manifest) is kept per sample, not read as a rank."""
+    write_image(tmp_path / "a.png")
+    write_image(tmp_path / "b.png")
+    (tmp_path / "m.csv").write_text(
+        "path,style,split,order,family\na.png,flat,train,Aves,Corvidae\nb.png,shaded,val,Aves,\n"
+    )
+    tax, samples = samples_from_manifest(tmp_path / "m.csv")
+    assert tax.level_names == ["order", "family"]
+    assert [s.extra["style"] for s in samples] == ["flat", "shaded"]
+    assert [s.split for s in samples] == ["train", "val"]
+    # with a taxonomy that names its ranks, any other column is metadata
+    (tmp_path / "m2.csv").write_text("path,painter,order,family\na.png,Ann,Aves,Corvidae\n")
+    _, again = samples_from_manifest(tmp_path / "m2.csv", tax)
+    assert again[0].node_id == samples[0].node_id and again[0].extra["painter"] == "Ann"
