@@ -8,7 +8,6 @@ into the workspace like any import, so the demo project can be edited freely.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +27,7 @@ def open_demo_project(
     progress: Progress | None = None,
 ) -> int:
     """The id of the demo project, creating and filling it when it does not exist yet."""
+    from hiercore.data import samples_from_manifest
     from hiercore.taxonomy.formats import load_taxonomy
 
     existing = workspace.find_project(name)
@@ -40,19 +40,19 @@ def open_demo_project(
     report = progress or (lambda fraction, message: None)
     report(0.0, "reading the demo taxonomy")
     taxonomy = load_taxonomy(tax_file)
-    samples = _demo_samples(manifest, taxonomy)
+    _, samples = samples_from_manifest(manifest, taxonomy)
     pid = workspace.create_project(name)
     try:
         workspace.set_taxonomy(pid, taxonomy, "demo taxonomy")
-        by_node: dict[str, list[Path]] = {}
-        for path, node_id in samples:
-            by_node.setdefault(node_id, []).append(path)
+        groups: dict[tuple[str, str | None], list[Path]] = {}
+        for sample in samples:  # the manifest's split (held-out art style) is kept
+            groups.setdefault((sample.node_id, sample.split), []).append(Path(sample.path))
         done = 0
-        for node_id, group in by_node.items():
+        for (node_id, split), group in groups.items():
             if done // 100 != (done + len(group)) // 100:
                 report(done / len(samples), f"importing demo images {done}/{len(samples)}")
             result = workspace.add_images(
-                pid, [(_display_name(p), p) for p in group], node_id=node_id
+                pid, [(_display_name(p), p) for p in group], node_id=node_id, split=split
             )
             if result.rejected:
                 name, why = result.rejected[0]
@@ -63,25 +63,6 @@ def open_demo_project(
         raise
     report(1.0, "demo ready")
     return pid
-
-
-def _demo_samples(manifest: Path, taxonomy) -> list[tuple[Path, str]]:
-    """(image path, leaf id) per manifest row; the rank columns are the taxonomy's.
-
-    The demo manifest also has `style` and `split` columns, which are not levels, so it
-    is read by the rank names of taxonomy.csv rather than as a generic manifest.
-    """
-    out = []
-    with open(manifest, newline="", encoding="utf-8") as f:
-        for line, row in enumerate(csv.DictReader(f), start=2):
-            names = [row.get(rank) or "" for rank in taxonomy.level_names]
-            node = taxonomy.find_by_path([n for n in names if n])
-            if node is None:
-                raise DataError(
-                    f"{manifest.name} line {line}: {' / '.join(names)!r} is not in taxonomy.csv."
-                )
-            out.append((manifest.parent / row["path"], node))
-    return out
 
 
 def _display_name(path: str | Path) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2
 
 from hiercore.images import open_rgb
@@ -89,8 +89,13 @@ def pretrain(
     seed: int = 0,
     device: str = "auto",
     log_every: int = 50,
+    init: Path | None = None,
 ) -> dict:
-    """Train the small CLIP and write it (fp16 safetensors + config + card) to `out_dir`."""
+    """Train the small CLIP and write it (fp16 safetensors + config + card) to `out_dir`.
+
+    `init` continues from an earlier output of this function (its weights, with a fresh
+    schedule); the card then records both phases.
+    """
     register_configs()
     dev = torch.device(
         "cuda"
@@ -101,6 +106,12 @@ def pretrain(
     rng = random.Random(seed)
     model, _, preprocess = open_clip.create_model_and_transforms(ARCH)
     tokenizer = open_clip.get_tokenizer(ARCH)
+    earlier: list[dict] = []
+    if init is not None:
+        state = load_file(str(Path(init) / "open_clip_model.safetensors"))
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+        card = json.loads((Path(init) / "open_clip_config.json").read_text())["hiertune"]
+        earlier = card["training"].get("phases", [card["training"]])
     model = model.to(dev).train()
     paths, pools, weights = load_pairs(demo_dir)
     size = model.visual.image_size
@@ -155,8 +166,9 @@ def pretrain(
             model.logit_scale.clamp_(0, math.log(100))
         if step % log_every == 0 or step == steps - 1:
             el = time.time() - t0
-            log.append({"step": step, "loss": float(loss), "elapsed_s": round(el, 1)})
-            print(f"step {step}/{steps} loss {float(loss):.3f} {el:.0f}s", flush=True)
+            value = float(loss.detach())
+            log.append({"step": step, "loss": round(value, 4), "elapsed_s": round(el, 1)})
+            print(f"step {step}/{steps} loss {value:.3f} {el:.0f}s", flush=True)
     train_time = time.time() - t0
     return _write(
         model.eval().cpu(),
@@ -207,6 +219,7 @@ def register_cli(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--init", default=None, help="continue from an earlier output folder")
     p.set_defaults(func=_cmd)
 
 
@@ -219,6 +232,7 @@ def _cmd(args: argparse.Namespace) -> int:
         args.lr,
         args.seed,
         args.device,
+        init=Path(args.init) if args.init else None,
     )
-    print(json.dumps({k: v for k, v in info.items() if k != "loss_log"}, indent=2))
+    print(json.dumps({k: v for k, v in info.items() if k != "phases"}, indent=2))
     return 0

@@ -18,7 +18,8 @@ def test_demo_project_is_built_once(tmp_path):
         leaves = (("Animals", "cat"), ("Animals", "dog"), ("Food", "apple"))
         for k, (cat, leaf) in enumerate(leaves):
             Image.new("RGB", (8, 8), (shade, 40 * k, 0)).save(demo / "images" / style / f"{k}.png")
-            rows.append(f"images/{style}/{k}.png,{style},train,{cat},{leaf}")
+            split = "train" if style == "a" else "val"
+            rows.append(f"images/{style}/{k}.png,{style},{split},{cat},{leaf}")
     (demo / "manifest.csv").write_text("\n".join(rows) + "\n")
     seen = []
     with Workspace(tmp_path / "ws") as ws:
@@ -31,6 +32,10 @@ def test_demo_project_is_built_once(tmp_path):
         )
         assert set(df["name"]) == {f"{s}/{k}.png" for s in "ab" for k in range(3)}
         assert ws.taxonomy(pid).level_names == ["category", "emoji"]
+        # the held-out style stays the validation side of every run's split
+        splits = {s.path.split("/")[-1]: s.split for s in ws.samples(pid)}
+        assert sorted(splits.values()) == ["train"] * 3 + ["val"] * 3
+        assert dict(zip(df["name"], df["split"], strict=True))["b/0.png"] == "val"
         assert seen[-1] == 1.0
         assert open_demo_project(ws, demo) == pid
         assert len(ws.list_projects()) == 1

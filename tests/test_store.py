@@ -428,6 +428,16 @@ def test_add_images_refuses_too_many_pixels(ws, monkeypatch):
     assert result.rejected == [("big.png", "8x8 pixels is more than the 63 limit")]
 
 
+def test_add_images_can_pin_a_split(ws):
+    pid = ws.create_project("p")
+    ws.add_images(pid, [("a.png", png_bytes(0))], split="val")
+    ws.add_images(pid, [("b.png", png_bytes(1))])
+    assert [s.split for s in ws.samples(pid, labelled_only=False)] == ["val", None]
+    with pytest.raises(DataError, match="split"):
+        ws.add_images(pid, [("c.png", png_bytes(2))], split="test")
+    assert len(ws.images(pid)) == 2
+
+
 def test_add_images_with_unknown_label_adds_nothing(ws):
     pid = ws.create_project("p")
     with pytest.raises(TaxonomyError, match="not in this project"):

@@ -56,6 +56,7 @@ SCHEMA = (
         width INTEGER NOT NULL,
         height INTEGER NOT NULL,
         added TEXT NOT NULL,
+        split TEXT CHECK (split IN ('train', 'val')),  -- NULL: the run's own split decides
         UNIQUE (project_id, sha256)
     )""",
     # Exactly one row per image; node_id is NULL while the image is unlabelled.

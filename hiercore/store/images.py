@@ -52,14 +52,21 @@ class ImageLibrary(Database):
         files: Iterable[tuple[str, bytes | str | Path]],
         node_id: str | None = None,
         source: str = "import",
+        split: str | None = None,
     ) -> ImageImport:
         """Store images (original name, bytes or a file path), optionally labelled `node_id`.
+
+        `split` ('train' or 'val') pins the images to one side of every run's split, as a
+        manifest's split column does (the demo validates on a held-out art style); None
+        leaves it to the run's stratified split.
 
         Each file must be a readable image no larger than `max_image_bytes`; bad ones are
         listed by name in `rejected` and the good ones are still added. A picture already
         in the project is not stored twice: it is listed in `duplicates` with its id.
         """
         _check_source(source)
+        if split not in (None, "train", "val"):
+            raise DataError(f"An image split must be 'train' or 'val', not {split!r}.")
         with self._read() as conn:  # before any file is written for it
             self._require_project(conn, project_id)
         accepted: list[tuple[str, str, str, int, int]] = []  # name, sha, relative path, w, h
@@ -101,9 +108,10 @@ class ImageLibrary(Database):
                         result.duplicates.append((name, old[0]))
                         continue
                     image_id = conn.execute(
-                        "INSERT INTO images (project_id, path, name, sha256, width, height, added)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (project_id, rel, name, sha, width, height, now),
+                        "INSERT INTO images"
+                        " (project_id, path, name, sha256, width, height, added, split)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (project_id, rel, name, sha, width, height, now, split),
                     ).lastrowid
                     conn.execute(
                         "INSERT INTO labels (image_id, node_id, source, updated) "
@@ -164,7 +172,8 @@ class ImageLibrary(Database):
             self._require_project(conn, project_id)
             _, tax = self._current(conn, project_id)
             rows = conn.execute(
-                "SELECT i.id, i.path, i.name, l.node_id, l.source, i.width, i.height, i.added "
+                "SELECT i.id, i.path, i.name, l.node_id, l.source, i.width, i.height, i.added, "
+                "i.split "
                 "FROM images i JOIN labels l ON l.image_id = i.id WHERE i.project_id = ? "
                 "ORDER BY i.id",
                 (project_id,),
@@ -180,11 +189,23 @@ class ImageLibrary(Database):
                 "width": r["width"],
                 "height": r["height"],
                 "added": r["added"],
+                "split": r["split"],
             }
             for r in rows
         ]
-        columns = ["id", "path", "name", "node_id", "label", "source", "width", "height", "added"]
-        return frame(records, columns, nullable=("node_id", "source"))
+        columns = [
+            "id",
+            "path",
+            "name",
+            "node_id",
+            "label",
+            "source",
+            "width",
+            "height",
+            "added",
+            "split",
+        ]
+        return frame(records, columns, nullable=("node_id", "source", "split"))
 
     def set_label(self, image_id: int, node_id: str | None, source: str = "human") -> None:
         """Label one image with a node at any depth (None clears the label)."""
@@ -244,7 +265,10 @@ class ImageLibrary(Database):
         df = self.images(project_id)
         if labelled_only:
             df = df[df["node_id"].notna()]
-        return [sample_type(p, n) for p, n in zip(df["path"], df["node_id"], strict=True)]
+        return [
+            sample_type(p, n, s if isinstance(s, str) else None)
+            for p, n, s in zip(df["path"], df["node_id"], df["split"], strict=True)
+        ]
 
 
 def _check_source(source: str) -> None:
