@@ -40,8 +40,9 @@ def default_train_fn(
 ) -> Any:
     """Train a run on its project's current taxonomy and labelled images.
 
-    LEAD: thin adapter to `hiercore.training.train`, to be finished (resume, a fixed
-    split, methods other than the hierarchical losses).
+    Images pinned to a split (the demo's held-out art style) stay on their side; the
+    rest are split by `hiercore.data.split_samples`, stratified by leaf and seeded, so a
+    run is reproducible from its stored config.
     """
     from hiercore.config import RunConfig
     from hiercore.data import split_samples
