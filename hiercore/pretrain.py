@@ -170,20 +170,26 @@ def pretrain(
             log.append({"step": step, "loss": round(value, 4), "elapsed_s": round(el, 1)})
             print(f"step {step}/{steps} loss {value:.3f} {el:.0f}s", flush=True)
     train_time = time.time() - t0
+    phase = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "train_time_s": round(train_time, 1),
+        "device": str(dev),
+        "loss_log": log[-5:],
+    }
+    phases = [*earlier, phase]
     return _write(
         model.eval().cpu(),
         preprocess,
         out_dir,
         {
             "arch": ARCH,
-            "steps": steps,
-            "batch_size": batch_size,
-            "lr": lr,
-            "seed": seed,
             "n_train_images": len(paths),
-            "train_time_s": round(train_time, 1),
-            "device": str(dev),
-            "loss_log": log[-5:],
+            "steps": sum(p["steps"] for p in phases),
+            "train_time_s": round(sum(p["train_time_s"] for p in phases), 1),
+            "phases": phases,
         },
     )
 
