@@ -11,6 +11,7 @@ level, see `hiercore.data.samples_from_manifest`). `import_files` sorts them out
   unpacked zips by relative path or file name (a browser upload loses the folders);
 - labels are name paths, mapped onto the project's taxonomy; paths it lacks are added
   to it in one undoable edit, or refused when `add_missing_nodes` is off;
+- a manifest's `split` column pins its images to the train or val side of every run;
 - loose images get `label` (a node id) or none.
 """
 
@@ -59,6 +60,8 @@ class _Labelled:
 
     path: str
     names: tuple[str, ...] | None
+    split: str | None = None
+    """'train' or 'val' when a manifest's split column pins the image to one side."""
 
 
 def import_files(
@@ -162,7 +165,7 @@ def _manifest_samples(
             continue
         claimed.add(found.resolve())
         names = tuple(tax.path_names(s.node_id)) if s.node_id else None
-        out.append(_Labelled(str(found), names))
+        out.append(_Labelled(str(found), names, s.split))
     return out
 
 
@@ -194,13 +197,16 @@ def _store(
 ) -> None:
     wanted = {s.names for s in samples if s.names}
     node_of = _nodes_for(workspace, project_id, wanted, add_missing_nodes, summary)
-    groups: dict[str | None, list[str]] = {}
+    groups: dict[tuple[str | None, str | None], list[str]] = {}
     for s in samples:
-        groups.setdefault(node_of[s.names] if s.names else None, []).append(s.path)
+        node = node_of[s.names] if s.names else None
+        groups.setdefault((node, s.split), []).append(s.path)
     for s in free:
-        groups.setdefault(label, []).append(s.path)
-    for node, paths in groups.items():
-        result = workspace.add_images(project_id, [(Path(p).name, p) for p in paths], node_id=node)
+        groups.setdefault((label, None), []).append(s.path)
+    for (node, split), paths in groups.items():
+        result = workspace.add_images(
+            project_id, [(Path(p).name, p) for p in paths], node_id=node, split=split
+        )
         summary.added += len(result.added)
         summary.labelled += len(result.added) if node else 0
         summary.duplicates += len(result.duplicates)

@@ -91,13 +91,16 @@ def test_manifest_uploaded_beside_its_images(ws, tmp_path):
     manifest = tmp_path / "u3" / "manifest.csv"
     manifest.parent.mkdir()
     manifest.write_text(
-        "path,class,family\nimg/raven.png,Aves,Corvidae\nimg/bird.png,Aves,\nimg/lost.png,Aves,\n"
+        "path,class,family,split\nimg/raven.png,Aves,Corvidae,val\nimg/bird.png,Aves,,\n"
+        "img/lost.png,Aves,,\n"
     )
     s = import_files(ws, pid, [img1, img2, manifest])
     assert (s.added, s.labelled, s.nodes_added) == (2, 2, 0)
     assert s.rejected == [("lost.png", "listed in manifest.csv but not uploaded")]
     assert labels(ws, pid) == {"raven.png": "Aves / Corvidae", "bird.png": "Aves"}
-    assert ws.images(pid).set_index("name").loc["raven.png", "node_id"] == "c"
+    rows = ws.images(pid).set_index("name")
+    assert rows.loc["raven.png", "node_id"] == "c"
+    assert rows.loc["raven.png", "split"] == "val" and rows.loc["bird.png", "split"] is None
 
 
 def test_unknown_labels_refused_when_not_adding_nodes(ws, tmp_path):
