@@ -29,6 +29,41 @@ CSS = """
 """
 
 
+# Gradio's Plot has no click event: this forwards a click on a confusion cell (its
+# customdata starts with true index, predicted index, group level) into a hidden textbox
+# whose change event opens the cell's images; and it gives the labelling view keys
+# (arrows move, 1-3 accept a suggestion) when no text field has the focus.
+CLICK_JS = """
+() => {
+  const hookConfusion = () => {
+    const plot = document.querySelector('#confusion-plot .js-plotly-plot');
+    if (!plot || plot.__hiertuneHooked || typeof plot.on !== 'function') return;
+    plot.__hiertuneHooked = true;
+    plot.on('plotly_click', (ev) => {
+      const pt = ev && ev.points && ev.points[0];
+      if (!pt || !pt.customdata || pt.customdata.length < 3) return;
+      const box = document.querySelector('#cell-click textarea, #cell-click input');
+      if (!box) return;
+      // the time makes a second click on the same cell a change too
+      box.value = JSON.stringify([...pt.customdata.slice(0, 3).map(Number), Date.now()]);
+      box.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+  };
+  new MutationObserver(hookConfusion).observe(document.body, { childList: true, subtree: true });
+  document.addEventListener('keydown', (ev) => {
+    const t = ev.target;
+    if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+    const view = document.querySelector('#label-image');
+    if (!view || view.offsetParent === null) return;  // only while the labelling tab shows
+    const ids = { ArrowRight: 'label-next', ArrowLeft: 'label-prev',
+                  '1': 'suggestion-0', '2': 'suggestion-1', '3': 'suggestion-2' };
+    const button = ids[ev.key] && document.getElementById(ids[ev.key]);
+    if (button && button.offsetParent !== null) { button.click(); ev.preventDefault(); }
+  });
+}
+"""
+
+
 def header_text(studio: Studio, pid) -> str:
     try:
         pid = studio.project_id(pid)
@@ -135,6 +170,7 @@ def launch(
         allowed_paths=[str(studio.root.resolve()), str(ASSETS_DIR)],
         prevent_thread_lock=prevent_thread_lock,
         css=CSS,
+        js=CLICK_JS,
         theme=gr.themes.Soft(primary_hue="blue", secondary_hue="green"),
         footer_links=["api", "gradio", "settings"],
         show_error=True,

@@ -36,7 +36,7 @@ from webapp.feedback import ok, user_errors
 from webapp.run_jobs import is_comparison, submit_comparison
 from webapp.state import Studio, default_model
 
-MAX_CLASSES = 40
+MAX_CLASSES = 60
 MAX_GALLERY = 60
 TOP_COLUMNS = ["true_path", "predicted_path", "count", "lca_height"]
 SUBTREE_COLUMNS = ["subtree", "level", "n", "n_inconsistent", "rate"]
@@ -78,14 +78,25 @@ def headline(res) -> str:
     )
 
 
-def gallery_items(res, rows, decoding: str) -> list[tuple[str, str]]:
+def gallery_items(
+    res, rows, decoding: str, names: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """(image, caption) pairs: the image's name, then true → predicted path."""
     pred = res.pred(decoding)
     items = []
     for r in list(rows)[:MAX_GALLERY]:
         true = " / ".join(res.path_names(res.true[r])) or "(unlabelled)"
         guess = " / ".join(res.path_names(pred[r]))
-        items.append((res.paths[r], f"{Path(res.paths[r]).name}\ntrue: {true}\npred: {guess}"))
+        name = (names or {}).get(res.paths[r], Path(res.paths[r]).name)
+        items.append((res.paths[r], f"{name}: {true} → {guess}"))
     return items
+
+
+def image_names(studio: Studio, run_id) -> dict[str, str]:
+    """Stored image path -> the name it was imported under, for a run's project."""
+    pid = studio.workspace.get_run(int(run_id))["project_id"]
+    df = studio.workspace.images(pid)
+    return dict(zip(df["path"], df["name"], strict=True))
 
 
 def cell_choices(res, level: int) -> list[tuple[str, int]]:
@@ -148,6 +159,8 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
                 cell_true = gr.Dropdown(label="True class", choices=[], elem_id="cell-true")
                 cell_pred = gr.Dropdown(label="Predicted class", choices=[], elem_id="cell-pred")
                 cell_btn = gr.Button("Show the images of this cell", elem_id="cell-show")
+            gr.Markdown("Click a cell of the matrix, or pick its classes above, to see its images.")
+            cell_click = gr.Textbox(visible="hidden", elem_id="cell-click")
             top = gr.Dataframe(
                 pd.DataFrame(columns=TOP_COLUMNS),
                 interactive=False,
@@ -270,12 +283,32 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         t_name = entry_label(res.index, res.taxonomy, glevel, int(t))
         p_name = entry_label(res.index, res.taxonomy, glevel, int(p))
         note = f"**{len(rows)} images** with true {t_name!r} predicted as {p_name!r}"
-        return "", note + _more(len(rows)), gallery_items(res, rows, dec)
+        return (
+            "",
+            note + _more(len(rows)),
+            gallery_items(res, rows, dec, image_names(studio, run_id)),
+        )
 
     cell_btn.click(
         show_cell,
         [run, level, decoding, cell_true, cell_pred],
         [status, gallery_note, gallery],
+        api_visibility="private",
+    )
+
+    @user_errors(5)
+    def clicked_cell(run_id, lvl, dec, payload):
+        """A click on the confusion figure (customdata forwarded by `webapp.app.CLICK_JS`)."""
+        try:
+            t, p = json.loads(payload)[:2]
+        except (ValueError, TypeError):
+            return "", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return (*show_cell(run_id, lvl, dec, int(t), int(p))[:3], int(t), int(p))
+
+    cell_click.change(
+        clicked_cell,
+        [run, level, decoding, cell_click],
+        [status, gallery_note, gallery, cell_true, cell_pred],
         api_visibility="private",
     )
 
@@ -290,10 +323,18 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         note = (
             f"**{len(rows)} images** of {row['true_path']!r} predicted as {row['predicted_path']!r}"
         )
-        return "", note + _more(len(rows)), gallery_items(res, rows, dec)
+        return (
+            "",
+            note + _more(len(rows)),
+            gallery_items(res, rows, dec, image_names(studio, run_id)),
+        )
 
     top.select(
-        show_top, [run, level, decoding], [status, gallery_note, gallery], api_visibility="private"
+        show_top,
+        [run, level, decoding],
+        [status, gallery_note, gallery],
+        api_visibility="private",
+        scroll_to_output=True,
     )
 
     @user_errors(3)
@@ -306,10 +347,18 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
             f"**{len(rows)} images** of {row['subtree']!r} whose level-{int(row['level'])} "
             "prediction is not a child of their level above"
         )
-        return "", note + _more(len(rows)), gallery_items(res, rows, dec)
+        return (
+            "",
+            note + _more(len(rows)),
+            gallery_items(res, rows, dec, image_names(studio, run_id)),
+        )
 
     subtree_table.select(
-        show_subtree, [run, decoding], [status, gallery_note, gallery], api_visibility="private"
+        show_subtree,
+        [run, decoding],
+        [status, gallery_note, gallery],
+        api_visibility="private",
+        scroll_to_output=True,
     )
 
     @user_errors(3)
