@@ -36,14 +36,18 @@ def default_model() -> str:
 
 
 def model_notice() -> str:
-    """One line for the header when the studio runs without its embedded model."""
-    if default_model() == "tiny-random":
-        return (
-            "⚠️ The embedded model is not installed (assets/model), so the studio uses "
-            "**tiny-random**, a random untrained CLIP: suggestions and zero-shot "
-            "predictions are noise until you train a run or install the model."
-        )
-    return ""
+    """One line for the header when new runs and suggestions use the random test model."""
+    if default_model() != "tiny-random":
+        return ""
+    why = (
+        "HIERTUNE_MODEL selects it"
+        if os.environ.get("HIERTUNE_MODEL")
+        else "the embedded model is not installed (assets/model)"
+    )
+    return (
+        f"⚠️ The studio uses **tiny-random**, a random untrained CLIP, because {why}: "
+        "suggestions and zero-shot predictions are noise until you train a run."
+    )
 
 
 class Studio:
