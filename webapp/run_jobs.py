@@ -122,11 +122,14 @@ def is_comparison(config: dict | None) -> bool:
     return bool(config) and COMPARE_KEY in config
 
 
-def submit_comparison(studio, project_id: int, base: RunConfig, methods: str) -> int:
-    """Queue a comparison of `methods` ('all' or comma-separated) with `base`'s budget."""
-    from hiercore.baselines.registry import resolve_methods
+def submit_comparison(studio, project_id: int, base: RunConfig, methods: str | list[str]) -> int:
+    """Queue a comparison of `methods` ('all', comma-separated or a list; empty: all) with
+    `base`'s budget."""
+    from hiercore.baselines.registry import list_methods, resolve_methods
 
-    names = resolve_methods(methods.strip() or "all")
+    list_methods()  # loads the method families: resolve_methods checks names against them
+    everything = methods in ("", "all", [], None)
+    names = resolve_methods("all" if everything else methods)
     config = {**base.to_dict(), COMPARE_KEY: names}
-    label = "all methods" if methods.strip() in ("", "all") else ", ".join(names)
+    label = "all methods" if everything else ", ".join(names)
     return studio.queue.submit(project_id, f"comparison ({label})", config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import gradio as gr
@@ -120,8 +121,15 @@ def build(studio: Studio, project: gr.BrowserState) -> PredictTab:
             )
         )
         text = f"### {' / '.join(pred.path)}\nby the {what}{flag}"
+        # score = mean per-level log-probability; exp gives the geometric mean probability
         table = pd.DataFrame(
-            [{"path": " / ".join(t["path"]), "score": round(t["score"], 4)} for t in pred.topk]
+            [
+                {
+                    "path": " / ".join(t["path"]),
+                    "mean level probability": f"{math.exp(t['score']):.1%}",
+                }
+                for t in pred.topk
+            ]
         )
         return ok("Predicted."), text, probability_figure(pred, names), table
 

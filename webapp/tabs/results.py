@@ -78,10 +78,8 @@ def headline(res) -> str:
     )
 
 
-def gallery_items(
-    res, rows, decoding: str, names: dict[str, str] | None = None
-) -> list[tuple[str, str]]:
-    """(image, caption) pairs: the image's name, then true → predicted path."""
+def gallery_items(res, rows, decoding: str, names: dict[str, str] | None = None) -> dict:
+    """The gallery, shown, with (image, caption) pairs: name, then true → predicted path."""
     pred = res.pred(decoding)
     items = []
     for r in list(rows)[:MAX_GALLERY]:
@@ -89,7 +87,7 @@ def gallery_items(
         guess = " / ".join(res.path_names(pred[r]))
         name = (names or {}).get(res.paths[r], Path(res.paths[r]).name)
         items.append((res.paths[r], f"{name}: {true} → {guess}"))
-    return items
+    return gr.update(value=items, visible=True)
 
 
 def image_names(studio: Studio, run_id) -> dict[str, str]:
@@ -185,14 +183,21 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         with gr.Tab("Run comparison"):
             compare_plot = gr.Plot(label="Runs of this project")
             with gr.Row():
-                compare_methods = gr.Textbox(
-                    label="Methods to compare (comma-separated, or 'all')", value="all", scale=3
+                compare_methods = gr.Dropdown(
+                    method_names(),
+                    multiselect=True,
+                    label="Methods to compare (empty: all of them)",
+                    scale=3,
                 )
                 compare_btn = gr.Button("Run the baseline comparison", scale=1)
             compare_status = gr.Markdown()
     gallery_note = gr.Markdown()
     gallery = gr.Gallery(
-        label="Images behind the selection", columns=6, height=420, elem_id="drill-gallery"
+        label="Images behind the selection",
+        columns=6,
+        height=420,
+        elem_id="drill-gallery",
+        visible=False,  # shown once a cell, a row or a subtree is picked
     )
 
     def load(run_id):
@@ -223,7 +228,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         shown = table[table["n_inconsistent"] > 0]
         return (
             inconsistency_subtree_figure(table, res.index, res.taxonomy),
-            shown[SUBTREE_COLUMNS],
+            shown[SUBTREE_COLUMNS].round({"rate": 3}),
         )
 
     run_outputs = [status, head, acc_plot, level, map_level, pairs_plot, subtree_plot]
@@ -407,7 +412,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
             base = RunConfig.from_dict(studio.workspace.get_run(int(run_id))["config"])
         else:
             base = RunConfig(model=default_model())
-        job = submit_comparison(studio, pid, base, methods or "all")
+        job = submit_comparison(studio, pid, base, methods or [])
         return ok(
             f"Comparison queued as run #{job} with the budget of "
             f"{'the selected run' if run_id else 'the default settings'}; follow it in the "
@@ -432,6 +437,12 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         return gr.update(choices=choices, value=choices[0][1] if choices else None), fig
 
     return ResultsTab([run, compare_plot], refresh)
+
+
+def method_names() -> list[str]:
+    from hiercore.baselines.registry import list_methods
+
+    return list_methods()
 
 
 def _more(n: int) -> str:

@@ -1,0 +1,78 @@
+"""The studio's queue jobs: per-term loss curves in the stored progress, and a baseline
+comparison run as one job whose rows reach the results table."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from imagegen import write_tree
+
+from hiercore.config import RunConfig
+from hiercore.ingest import import_files
+from webapp.run_jobs import LossTerms, is_comparison, submit_comparison
+from webapp.state import Studio
+from webapp.tabs.results import comparison_frame, finished_runs
+from webapp.tabs.train import live_history, start_run
+
+
+def test_loss_terms_keep_every_term_and_stay_bounded():
+    terms = LossTerms()
+    for step in range(1, 1001):
+        points = terms.add(
+            {"phase": "train", "step": step, "epoch": 1, "losses": {"total": 1.0, "ce": 0.5}}
+        )
+    assert terms.add({"phase": "eval", "val": {"fpa": 0.5}}) == points
+    assert len(points) <= 400
+    assert points[0]["step"] == 1 and points[-1]["losses"] == {"total": 1.0, "ce": 0.5}
+    steps = [p["step"] for p in points]
+    assert steps == sorted(steps)
+
+
+def wait(studio: Studio, run_id: int, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = studio.queue.status(run_id)
+        if status["state"] in ("finished", "failed", "stopped"):
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} still {status['state']} after {timeout} s")
+
+
+@pytest.fixture
+def studio(tmp_path):
+    s = Studio(tmp_path / "ws")
+    yield s
+    s.close()
+
+
+def test_run_and_comparison_jobs(studio, tmp_path):
+    pid = studio.workspace.create_project("shapes")
+    import shutil
+
+    tree = write_tree(tmp_path / "tree", per_leaf=4)
+    archive = shutil.make_archive(str(tmp_path / "tree"), "zip", tree)
+    assert import_files(studio.workspace, pid, [archive]).labelled == 32
+
+    base = RunConfig(model="tiny-random", epochs=1, max_steps=2, batch_size=8)
+    run_id = start_run(studio, pid, base)
+    status = wait(studio, run_id)
+    assert status["state"] == "finished", status["error"]
+    # the live chart's points came from the database: every loss term, every step
+    terms = status["progress"]["loss_terms"]
+    assert [p["step"] for p in terms] == [1, 2]
+    assert set(terms[0]["losses"]) == {"total", "ce", "tpkl", "hisce"}
+    history = live_history(studio, status)  # a finished run reads history.json
+    assert [h["step"] for h in history if "losses" in h] == [1, 2]
+
+    job = submit_comparison(studio, pid, base, "zero-shot, tpkl")
+    status = wait(studio, job, timeout=240)
+    assert status["state"] == "finished", status["error"]
+    assert is_comparison(studio.workspace.get_run(job)["config"])
+    assert status["metrics"]["methods"] == ["zero-shot", "tpkl"]
+    frame = comparison_frame(studio, pid)
+    assert list(frame["method"]) == ["tpkl-hisce", "zero-shot", "tpkl"]
+    assert frame["FPA"].between(0, 1).all()
+    # a comparison has no single model: results and predict list the run only
+    assert [r for _, r in finished_runs(studio, pid)] == [run_id]
+    assert studio.latest_finished_run(pid)["id"] == run_id
