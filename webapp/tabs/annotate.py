@@ -136,6 +136,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         columns=8,
         height=300,
         allow_preview=False,
+        object_fit="contain",
         elem_id="label-gallery",
     )
     cursor = gr.State({"ids": [], "pos": 0})
@@ -159,7 +160,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         cur["pos"] = min(cur["pos"], max(0, len(ids) - 1))
         start = (cur["pos"] // PAGE) * PAGE
         grid = [
-            (df.loc[i, "path"], df.loc[i, "label"] or "(unlabelled)")
+            (df.loc[i, "path"], (df.loc[i, "label"] or "(unlabelled)").rsplit(" / ", 1)[-1])
             for i in ids[start : start + PAGE]
         ]
         image_id = current(cur)
@@ -174,7 +175,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         buttons, sugg, note = hidden, [], ""
         if with_suggestions and len(tax):
             pairs, what = suggestions(studio, pid, row["path"])
-            note = f"Suggestions from the {what} (click to accept):" if pairs else ""
+            note = f"Suggestions from the {what} (click, or press 1-3):" if pairs else ""
             buttons = [
                 gr.update(visible=True, value=pairs[i][0]) if i < len(pairs) else hidden[0]
                 for i in range(3)
@@ -183,7 +184,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         return (
             row["path"],
             text,
-            node_picker(tax, row["node_id"]),
+            node_picker(tax),  # empty, so typing searches at once; the label is in `text`
             pos_text,
             note,
             *buttons,
@@ -241,7 +242,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         cur["pos"] = min(len(cur["ids"]) - 1, cur["pos"] + 1)
         return (ok(f"Saved: {what}."), cur, *view(pid, cur, with_suggestions))
 
-    picker.select(
+    picker.input(  # a click or Enter on a choice (Enter fires no select event)
         label_and_next,
         [project, cursor, suggest_on, picker],
         shown_outputs,
