@@ -361,3 +361,17 @@ def test_lora_rows_need_adapters(easy, tmp_path):
             "zero-shot,tpkl",
             out_dir=tmp_path,
         )
+
+
+def test_resolve_methods_by_name_in_a_fresh_interpreter():
+    """Naming methods (not 'all') must work before anything else filled the registry."""
+    import subprocess
+    import sys
+
+    code = (
+        "from hiercore.baselines.registry import resolve_methods;"
+        "print(resolve_methods('level-ce,tpkl-hisce'))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "['level-ce', 'tpkl-hisce']" in r.stdout

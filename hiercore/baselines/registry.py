@@ -106,6 +106,7 @@ def create_method(name: str, **kwargs) -> Method:
 
 def resolve_methods(spec: str | list[str]) -> list[str]:
     """'all', a comma-separated string or a list -> validated method names."""
+    _load_families()  # a list of names is checked against the filled registry
     names = list_methods() if spec == "all" else spec
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
