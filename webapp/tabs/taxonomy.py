@@ -79,7 +79,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TaxonomyTab:
         )
         undo_btn = gr.Button("↶ Undo last edit", scale=1)
     node_info = gr.Markdown()
-    status = gr.Markdown()
+    status = gr.Markdown(elem_id="tax-status")
     with gr.Tabs():
         with gr.Tab("Add"):
             with gr.Row(equal_height=True):
