@@ -4,14 +4,17 @@ comparison run as one job whose rows reach the results table."""
 from __future__ import annotations
 
 import time
+import zipfile
 
 import pytest
 from imagegen import write_tree
 
 from hiercore.config import RunConfig
 from hiercore.ingest import import_files
+from hiercore.predict import Predictor
 from webapp.run_jobs import LossTerms, is_comparison, submit_comparison
 from webapp.state import Studio
+from webapp.tabs.predict import bundle_for_run
 from webapp.tabs.results import comparison_frame, finished_runs
 from webapp.tabs.train import live_history, start_run
 
@@ -64,6 +67,17 @@ def test_run_and_comparison_jobs(studio, tmp_path):
     assert set(terms[0]["losses"]) == {"total", "ce", "tpkl", "hisce"}
     history = live_history(studio, status)  # a finished run reads history.json
     assert [h["step"] for h in history if "losses" in h] == [1, 2]
+
+    # the export bundle, unzipped, is a run folder that predicts like the run itself
+    bundle = bundle_for_run(studio, run_id)
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(bundle) as zf:
+        zf.extractall(unpacked)
+    image = next((tree / "warm" / "reds" / "reds-square").glob("*.png"))
+    original = Predictor.from_run(studio.workspace.get_run(run_id)["out_dir"], device="cpu")
+    exported = Predictor.from_run(unpacked, device="cpu")
+    a, b = (p.predict_files([image])[0] for p in (original, exported))
+    assert a.path == b.path and a.level_probs == pytest.approx(b.level_probs, abs=1e-6)
 
     job = submit_comparison(studio, pid, base, "zero-shot, tpkl")
     status = wait(studio, job, timeout=240)
