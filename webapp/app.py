@@ -128,6 +128,14 @@ def build_app(studio: Studio) -> gr.Blocks:
                     return None
                 return int(projects.sort_values("updated")["id"].iloc[-1])
 
+        # image, label and run counts change from every tab and from the API
+        gr.Timer(5).tick(
+            lambda pid: header_text(studio, pid),
+            project,
+            header,
+            show_progress="hidden",
+            api_visibility="private",
+        )
         for event in tabs[0].project_events:
             event.then(refresh_all, project, outputs, api_visibility="private")
         app.load(check_project, project, project, api_visibility="private").then(
