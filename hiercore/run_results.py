@@ -176,13 +176,20 @@ class RunResults:
         np.savez(cache, before=before, after=after, method=before.method, note=before.note)
         return before, after, self.node_ids
 
+    def _image_map_file(self, seed: int) -> Path:
+        return self.run_dir / f"map_images_{seed}.npz"
+
+    def has_image_map(self, seed: int = 0) -> bool:
+        """Whether the image map is cached (drawing it again is then instant)."""
+        return self._image_map_file(seed).is_file()
+
     def image_map(self, seed: int = 0) -> np.ndarray:
         """A 2-D map of the validation image embeddings (cached)."""
         if self.image_feats is None or self.n == 0:
             raise HierTuneError(f"Run {self.run_dir.name} saved no image embeddings.")
         from hiercore.embedding_map import Map2D, umap_2d
 
-        cache = self.run_dir / f"map_images_{seed}.npz"
+        cache = self._image_map_file(seed)
         if cache.is_file():
             with np.load(cache, allow_pickle=False) as z:
                 return Map2D(z["coords"], str(z["method"]), str(z["note"]))

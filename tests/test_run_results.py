@@ -85,7 +85,9 @@ def test_maps_are_cached_beside_the_run(run):
     again, _, _ = run.node_maps()
     np.testing.assert_allclose(before, again)
     assert again.note == before.note
+    assert not run.has_image_map()
     coords = run.image_map()
+    assert run.has_image_map()
     assert coords.shape == (5, 2) and (run.run_dir / "map_images_0.npz").is_file()
 
 

@@ -200,6 +200,11 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         visible=False,  # shown once a cell, a row or a subtree is picked
     )
 
+    def drilled(res, run_id, rows, dec, note: str):
+        """(status, note, gallery) outputs of a drill-down to the images `rows`."""
+        more = f" (showing the first {MAX_GALLERY})" if len(rows) > MAX_GALLERY else ""
+        return "", note + more, gallery_items(res, rows, dec, image_names(studio, run_id))
+
     def load(run_id):
         if not run_id:
             raise HierTuneError("Pick a finished run.")
@@ -288,11 +293,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         t_name = entry_label(res.index, res.taxonomy, glevel, int(t))
         p_name = entry_label(res.index, res.taxonomy, glevel, int(p))
         note = f"**{len(rows)} images** with true {t_name!r} predicted as {p_name!r}"
-        return (
-            "",
-            note + _more(len(rows)),
-            gallery_items(res, rows, dec, image_names(studio, run_id)),
-        )
+        return drilled(res, run_id, rows, dec, note)
 
     cell_btn.click(
         show_cell,
@@ -328,11 +329,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         note = (
             f"**{len(rows)} images** of {row['true_path']!r} predicted as {row['predicted_path']!r}"
         )
-        return (
-            "",
-            note + _more(len(rows)),
-            gallery_items(res, rows, dec, image_names(studio, run_id)),
-        )
+        return drilled(res, run_id, rows, dec, note)
 
     top.select(
         show_top,
@@ -352,11 +349,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
             f"**{len(rows)} images** of {row['subtree']!r} whose level-{int(row['level'])} "
             "prediction is not a child of their level above"
         )
-        return (
-            "",
-            note + _more(len(rows)),
-            gallery_items(res, rows, dec, image_names(studio, run_id)),
-        )
+        return drilled(res, run_id, rows, dec, note)
 
     subtree_table.select(
         show_subtree,
@@ -373,14 +366,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         before, after, ids = res.node_maps()
         nodes_fig = node_embedding_figure(before, after, res.index, res.taxonomy, ids)
         progress(0.6, desc="fitting the image map")
-        coords = res.image_map()
-        labels = [res.label_node(i) for i in range(res.n)]
-        pred = res.pred("consistent")
-        correct = np.all((pred == res.true) | (res.true < 0), axis=1)
-        images_fig = image_embedding_figure(
-            coords, labels, res.taxonomy, int(lvl or 1), correct, res.paths
-        )
-        return "", nodes_fig, images_fig
+        return "", nodes_fig, image_map_figure(res, lvl)
 
     map_btn.click(
         maps, [run, map_level], [status, nodes_plot, images_plot], api_visibility="private"
@@ -389,17 +375,9 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
     @user_errors(3)
     def recolour(run_id, lvl):
         res = load(run_id)
-        cache = res.run_dir / "map_images_0.npz"
-        if not cache.is_file():
+        if not res.has_image_map():  # recolouring waits for the maps button
             return "", gr.skip(), gr.skip()
-        coords = res.image_map()
-        labels = [res.label_node(i) for i in range(res.n)]
-        pred = res.pred("consistent")
-        correct = np.all((pred == res.true) | (res.true < 0), axis=1)
-        fig = image_embedding_figure(
-            coords, labels, res.taxonomy, int(lvl or 1), correct, res.paths
-        )
-        return "", gr.skip(), fig
+        return "", gr.skip(), image_map_figure(res, lvl)
 
     map_level.input(
         recolour, [run, map_level], [status, nodes_plot, images_plot], api_visibility="private"
@@ -439,14 +417,20 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
     return ResultsTab([run, compare_plot], refresh)
 
 
+def image_map_figure(res, level) -> object:
+    """Validation images on their (cached) map, coloured at `level`, wrong ones marked."""
+    labels = [res.label_node(i) for i in range(res.n)]
+    pred = res.pred("consistent")
+    correct = np.all((pred == res.true) | (res.true < 0), axis=1)
+    return image_embedding_figure(
+        res.image_map(), labels, res.taxonomy, int(level or 1), correct, res.paths
+    )
+
+
 def method_names() -> list[str]:
     from hiercore.baselines.registry import list_methods
 
     return list_methods()
-
-
-def _more(n: int) -> str:
-    return f" (showing the first {MAX_GALLERY})" if n > MAX_GALLERY else ""
 
 
 def metrics_of(studio: Studio, run_id: int) -> dict:
