@@ -11,6 +11,7 @@ training step of a small CLIP (encoders + losses), which is what a user waits fo
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import torch
@@ -20,7 +21,7 @@ from hiercore.losses import hierarchical_loss, level_cross_entropy
 
 def tree(sizes: list[int], device) -> list[torch.Tensor]:
     parents = [torch.zeros(sizes[0], dtype=torch.long, device=device)]
-    for prev, size in zip(sizes, sizes[1:], strict=False):
+    for prev, size in itertools.pairwise(sizes):
         parents.append(torch.sort(torch.randint(0, prev, (size,), device=device)).values)
     return parents
 
@@ -41,9 +42,7 @@ def timed(fn, repeats: int, device) -> float:
 def loss_ratio(sizes, batch, repeats, device) -> tuple[float, float, float]:
     parents = tree(sizes, device)
     base = [torch.randn(batch, c, device=device, requires_grad=True) for c in sizes]
-    targets = torch.stack(
-        [torch.randint(0, c, (batch,), device=device) for c in sizes], dim=1
-    )
+    targets = torch.stack([torch.randint(0, c, (batch,), device=device) for c in sizes], dim=1)
     targets[: batch // 4, -1] = -1  # a quarter partial labels
 
     def ce():
@@ -75,8 +74,9 @@ def step_ratio(batch, repeats, device) -> tuple[float, float, float]:
     targets = torch.stack(
         [torch.randint(0, c, (batch,), device=device) for c in model.index.sizes], 1
     )
-    targets = torch.stack([torch.as_tensor(model.index.path_from_leaf(int(t))) for t in
-                           targets[:, -1].cpu()]).to(device)
+    targets = torch.stack(
+        [torch.as_tensor(model.index.path_from_leaf(int(t))) for t in targets[:, -1].cpu()]
+    ).to(device)
 
     def step(alpha, lam):
         loss = hierarchical_loss(model(x), targets, parents, alpha, lam, 0.1)["total"]

@@ -167,8 +167,10 @@ def train(
     level_mask = _flat_mask(index.depth) if config.flat else None
     t_loop, steps_done_here = time.time(), 0
     state = "finished"
+    last_epoch = start_epoch
     model.train()
     for epoch in range(start_epoch, config.epochs):
+        last_epoch = epoch + 1
         micro = 0
         for batch in loader:
             if stop.is_set() or (config.max_steps and step >= config.max_steps):
@@ -234,7 +236,7 @@ def train(
     save_file(lora_state_dict(model.clip), str(out / "adapter.safetensors"))
     emit(
         ProgressEvent(
-            "eval", config.epochs, config.epochs, step, steps_total, message="final evaluation"
+            "eval", last_epoch, config.epochs, step, steps_total, message="final evaluation"
         )
     )
     val_pass = collect(model, val_samples, config.batch_size * 2, device)
@@ -258,6 +260,7 @@ def train(
         trainable_pct=100.0 * trainable / total,
         train_time_s=time.time() - started,
         steps=step,
+        epochs_done=last_epoch,
         device=str(device),
         level_names=list(taxonomy.level_names),
     )
@@ -265,7 +268,7 @@ def train(
     emit(
         ProgressEvent(
             "done",
-            config.epochs,
+            last_epoch,
             config.epochs,
             step,
             steps_total,

@@ -592,3 +592,29 @@ def test_concurrent_labellers_and_editor_lose_no_label(ws):
     tax = ws.taxonomy(pid)
     assert all(node is None or node in tax for node in labels.values())
     assert len(ws.history(pid)) == 1 + 4 + 1 + 12 + 16
+
+
+def test_a_version_1_workspace_is_migrated(tmp_path):
+    """Workspaces written before the pinned split column open and gain it."""
+    import sqlite3
+
+    from hiercore.store.database import SCHEMA
+
+    root = tmp_path / "old"
+    root.mkdir()
+    conn = sqlite3.connect(root / "hiertune.sqlite")
+    for statement in SCHEMA:
+        conn.execute(
+            statement.replace(
+                "\n        split TEXT CHECK (split IN ('train', 'val')),  -- NULL: the run's own split decides",
+                "",
+            )
+        )
+    conn.execute("INSERT INTO schema_version VALUES (1)")
+    conn.commit()
+    assert "split" not in [r[1] for r in conn.execute("PRAGMA table_info(images)")]
+    conn.close()
+    with Workspace(root) as ws:
+        pid = ws.create_project("p")
+        ws.add_images(pid, [("a.png", png_bytes(0))], split="val")
+        assert [s.split for s in ws.samples(pid, labelled_only=False)] == ["val"]

@@ -27,7 +27,7 @@ from hiercore.errors import HierTuneError
 from hiercore.taxonomy import Taxonomy
 
 DB_NAME = "hiertune.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -207,6 +207,12 @@ class Database:
                 conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
                 return
             version = conn.execute("SELECT version FROM schema_version").fetchone()[0]
+            if version == 1:  # version 2 added the pinned train/val split of an image
+                conn.execute(
+                    "ALTER TABLE images ADD COLUMN split TEXT CHECK (split IN ('train', 'val'))"
+                )
+                conn.execute("UPDATE schema_version SET version = 2")
+                version = 2
         if version > SCHEMA_VERSION:
             raise HierTuneError(
                 f"Workspace {self.root} was written by a newer HierTune "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
+import torch
 
 from hiercore.config import RunConfig
 from hiercore.errors import HierTuneError
@@ -228,7 +229,14 @@ def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
                 placeholder="e.g. laion2b_s34b_b79k or /path/to/weights.safetensors",
             )
             gr.Markdown("#### LoRA")
-            lora = gr.Radio(["vision", "text", "both"], value="both", label="Adapt tower(s)")
+            lora = gr.Radio(
+                ["vision", "text", "both"],
+                # text LoRA re-encodes every node prompt each step: minutes per epoch on a CPU
+                value="both" if torch.cuda.is_available() else "vision",
+                label="Adapt tower(s)",
+                info="vision is fast on a CPU; text and both re-encode every node's prompts "
+                "at each step (the paper's setting, best on a GPU)",
+            )
             with gr.Row():
                 rank = gr.Number(8, label="Rank", precision=0, minimum=1)
                 lora_alpha = gr.Number(16.0, label="LoRA alpha", minimum=0)
