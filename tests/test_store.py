@@ -606,7 +606,8 @@ def test_a_version_1_workspace_is_migrated(tmp_path):
     for statement in SCHEMA:
         conn.execute(
             statement.replace(
-                "\n        split TEXT CHECK (split IN ('train', 'val')),  -- NULL: the run's own split decides",
+                "\n        split TEXT CHECK (split IN ('train', 'val')),"
+                "  -- NULL: the run's own split decides",
                 "",
             )
         )
