@@ -145,7 +145,7 @@ def train(
         steps_total = min(steps_total, config.max_steps)
     warmup = int(config.warmup_ratio * steps_total)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, warmup, steps_total)
+        optimizer, lambda s: lr_factor(s, warmup, steps_total)
     )
 
     history: list[dict] = []
@@ -278,7 +278,8 @@ def train(
     return RunResult(state, metrics, out)
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier: linear warm-up over `warmup` steps, then cosine to 0."""
     if warmup and step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hiercore.baselines.frozen import frozen_features, optimise
+from hiercore.baselines.frozen import frozen_features, frozen_result, optimise
 from hiercore.baselines.registry import Method, register_method
-from hiercore.baselines.result import MethodResult, save_weights
+from hiercore.baselines.result import MethodResult
 from hiercore.losses import level_cross_entropy
 
 
@@ -72,25 +72,11 @@ class ClipAdapter(Method):
 
         params = list(adapter.parameters())
         state, steps = optimise(params, step_loss, x.shape[0], config, progress, stop_event)
-        elapsed = feats.setup_s + time.time() - started
-        with torch.no_grad():
-            ex, ey = feats.tensors("eval")
-            logits = [z.cpu().numpy() for z in logits_of(ex)]
-        result = MethodResult(
-            self.name,
-            logits,
-            ey.cpu().numpy(),
-            feats.parents_np,
-            trainable_params=sum(p.numel() for p in params),
-            clip_params=feats.clip_params,
-            train_time_s=elapsed,
-            state=state,
-            notes=self.notes,
-            extra={"steps": steps, "ratio": self.ratio},
+        trainable = dict(adapter.named_parameters())
+        extra = {"ratio": self.ratio}
+        return frozen_result(
+            self, feats, logits_of, trainable, started, state, steps, out_dir, extra
         )
-        result.save(out_dir)
-        save_weights(adapter.state_dict(), out_dir)
-        return result
 
 
 @register_method("clip-adapter")

@@ -29,13 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hiercore.baselines.result import MethodResult, save_weights
 from hiercore.config import RunConfig
 from hiercore.errors import DataError
 from hiercore.evaluation import Collected, collect
 from hiercore.models import HierClip, count_parameters, load_clip
 from hiercore.models.loading import pick_device
 from hiercore.taxonomy import Taxonomy
-from hiercore.training import ProgressEvent
+from hiercore.training import ProgressEvent, lr_factor
 
 
 @dataclass
@@ -178,7 +179,7 @@ def optimise(
         total = min(total, config.max_steps)
     warmup = int(config.warmup_ratio * total)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total))
     gen = torch.Generator().manual_seed(config.seed)
     device = params[0].device
     step, started = 0, time.time()
@@ -212,11 +213,42 @@ def optimise(
     return "finished", step
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def frozen_result(
+    method,
+    feats: FrozenFeatures,
+    logits_of: Callable[[torch.Tensor], list[torch.Tensor]],
+    trainable: dict[str, torch.Tensor],
+    started: float,
+    state: str,
+    steps: int,
+    out_dir,
+    extra: dict,
+) -> MethodResult:
+    """Score a method trained on frozen features on the evaluation images and save it.
+
+    `logits_of` maps evaluation image features to per-level logits; `trainable` holds the
+    tensors the method learned (counted as its trainable parameters and saved as its
+    weights). Training time includes encoding the training images, so rows compare.
+    """
+    elapsed = feats.setup_s + time.time() - started
+    with torch.no_grad():
+        ex, ey = feats.tensors("eval")
+        logits = [z.cpu().numpy() for z in logits_of(ex)]
+    result = MethodResult(
+        method.name,
+        logits,
+        ey.cpu().numpy(),
+        feats.parents_np,
+        trainable_params=sum(t.numel() for t in trainable.values()),
+        clip_params=feats.clip_params,
+        train_time_s=elapsed,
+        state=state,
+        notes=method.notes,
+        extra={"steps": steps, **extra},
+    )
+    result.save(out_dir)
+    save_weights(trainable, out_dir)
+    return result
 
 
 def clear_cache() -> None:

@@ -50,10 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hiercore.baselines.frozen import frozen_features, optimise
+from hiercore.baselines.frozen import frozen_features, frozen_result, optimise
 from hiercore.baselines.hyperbolic import distance, distance0, expmap0, pairwise_distance
 from hiercore.baselines.registry import Method, register_method
-from hiercore.baselines.result import MethodResult, save_weights
+from hiercore.baselines.result import MethodResult
 from hiercore.losses import level_cross_entropy
 from hiercore.taxonomy import ROOT
 
@@ -197,25 +197,15 @@ class LatHAdapter(Method):
 
         params = list(module.parameters())
         state, steps = optimise(params, step_loss, x.shape[0], config, progress, stop_event)
-        elapsed = feats.setup_s + time.time() - started
-        with torch.no_grad():
-            ex, ey = feats.tensors("eval")
-            logits = [z.cpu().numpy() for z in level_logits(module.node_logits(ex, scale)[0])]
-        result = MethodResult(
-            self.name,
-            logits,
-            ey.cpu().numpy(),
-            feats.parents_np,
-            trainable_params=sum(p.numel() for p in params),
-            clip_params=feats.clip_params,
-            train_time_s=elapsed,
-            state=state,
-            notes=self.notes,
-            extra={"steps": steps, "n_attributes": self.n_attributes, "c": self.curvature},
+        trainable = dict(module.named_parameters())
+        extra = {"n_attributes": self.n_attributes, "c": self.curvature}
+
+        def logits_of(feats_eval: torch.Tensor) -> list[torch.Tensor]:
+            return level_logits(module.node_logits(feats_eval, scale)[0])
+
+        return frozen_result(
+            self, feats, logits_of, trainable, started, state, steps, out_dir, extra
         )
-        result.save(out_dir)
-        save_weights(dict(module.named_parameters()), out_dir)
-        return result
 
 
 def _deepest_node(row: np.ndarray, index, position: dict[str, int]) -> int:
