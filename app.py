@@ -26,6 +26,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--share", action="store_true", help="open a public gradio.live link")
     p.add_argument("--auth", default=os.environ.get("HIERTUNE_AUTH"), help="user:pass login")
+    p.add_argument(
+        "--no-demo",
+        action="store_true",
+        help="do not create the demo project in an empty workspace",
+    )
     args = p.parse_args(argv)
     if args.auth and ":" not in args.auth:
         p.error("--auth must look like user:pass")
@@ -35,7 +40,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    launch(args.workspace, host=args.host, port=args.port, share=args.share, auth=auth)
+    launch(
+        args.workspace,
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        auth=auth,
+        open_demo=not args.no_demo,
+    )
     return 0
 
 

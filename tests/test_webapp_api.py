@@ -193,3 +193,22 @@ def test_stop_and_errors(studio_url, data):
     with pytest.raises(AppError, match="taxonomy is empty"):
         client.predict(empty, {}, "", api_name="/start_training")
     assert Path(studio.workspace.root).is_dir()
+
+
+def test_first_launch_opens_on_the_demo_project(tmp_path):
+    """`python app.py` on an empty workspace starts with the demo; a second start adds nothing."""
+    import urllib.request
+
+    from webapp.app import launch
+
+    for _ in range(2):
+        port = free_port()
+        app, studio = launch(tmp_path, port=port, prevent_thread_lock=True, open_demo=True)
+        try:
+            projects = studio.workspace.list_projects()
+            assert list(projects["name"]) == ["Emoji demo"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
+                assert page.status == 200
+        finally:
+            app.close()
+            studio.close()

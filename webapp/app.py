@@ -163,10 +163,19 @@ def launch(
     share: bool = False,
     auth: tuple[str, str] | None = None,
     prevent_thread_lock: bool = False,
+    open_demo: bool = False,
 ) -> tuple[gr.Blocks, Studio]:
-    """Open the workspace and serve the studio; returns the app and its `Studio`."""
+    """Open the workspace and serve the studio; returns the app and its `Studio`.
+
+    With `open_demo`, an empty workspace starts with the demo project (about a second),
+    so a first visit lands on a project that can be fine-tuned with one click.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     studio = Studio(workspace)
+    if open_demo and studio.workspace.list_projects().empty:
+        from hiercore.demo import open_demo_project
+
+        open_demo_project(studio.workspace)
     app = build_app(studio)
     app.queue(default_concurrency_limit=4)
     app.launch(
