@@ -260,7 +260,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
                 val_fraction = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share")
             with gr.Row():
                 max_steps = gr.Number(
-                    demo_max_steps(), label="Max steps (empty: all)", precision=0, minimum=1
+                    demo_max_steps(), label="Max steps (0 or empty: all)", precision=0, minimum=0
                 )
                 seed = gr.Number(0, label="Seed", precision=0)
             run_name = gr.Textbox(label="Run name (optional)")
