@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from hiercore.data import Sample
 from hiercore.errors import DataError, TaxonomyError
 from hiercore.store.database import Database, frame, utc_now
 from hiercore.taxonomy import Taxonomy
@@ -261,12 +262,11 @@ class ImageLibrary(Database):
 
     def samples(self, project_id: int, labelled_only: bool = True) -> list:
         """The project's images as `hiercore.data.Sample`s (path, node_id), for training."""
-        sample_type = _sample_type()
         df = self.images(project_id)
         if labelled_only:
             df = df[df["node_id"].notna()]
         return [
-            sample_type(p, n, s if isinstance(s, str) else None)
+            Sample(p, n, s if isinstance(s, str) else None)
             for p, n, s in zip(df["path"], df["node_id"], df["split"], strict=True)
         ]
 
@@ -293,23 +293,3 @@ def _inspect_image(data: bytes) -> tuple[str, int, int]:
 
 def _extension(fmt: str) -> str:
     return _EXTENSIONS.get(fmt, "." + fmt.lower())
-
-
-def _sample_type() -> type:
-    # TODO(lead): hiercore.data.Sample is being written alongside this module; drop the
-    # fallback once it has landed.
-    try:
-        from hiercore.data import Sample
-    except ModuleNotFoundError as exc:
-        if exc.name != "hiercore.data":
-            raise
-        return _FallbackSample
-    return Sample
-
-
-@dataclass
-class _FallbackSample:
-    path: str
-    node_id: str | None
-    split: str | None = None
-    extra: dict = field(default_factory=dict)
