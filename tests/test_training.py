@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hiercore.data import samples_from_folder_tree, split_samples
 from imagegen import write_manifest, write_tree
 
 from hiercore.config import RunConfig
+from hiercore.data import samples_from_folder_tree, split_samples
 from hiercore.errors import HierTuneError
 from hiercore.taxonomy import LevelIndex
 from hiercore.training import train
