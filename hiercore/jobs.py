@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hiercore.errors import HierTuneError
@@ -57,14 +58,17 @@ def default_train_fn(
     train_s, val_s = split_samples(
         samples, LevelIndex.build(taxonomy), run_config.val_fraction, run_config.seed
     )
+    out_dir = Path(run["out_dir"])
     return train(
         run_config,
         taxonomy,
         train_s,
         val_s,
-        run["out_dir"],
+        out_dir,
         progress=progress,
         stop_event=stop_event,
+        # a resumed run (TrainingQueue.resume) continues from its last epoch checkpoint
+        resume=(out_dir / "checkpoint" / "state.json").is_file(),
     )
 
 
@@ -101,6 +105,34 @@ class TrainingQueue:
                 self._worker.start()
             self._lock.notify_all()
         return run_id
+
+    def resume(self, run_id: int) -> None:
+        """Queue a stopped or failed run again; it continues from its last epoch checkpoint.
+
+        The run keeps its id, config and folder; `default_train_fn` resumes whenever the
+        run folder holds a checkpoint, so the epochs already done are not repeated.
+        """
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("The training queue has been shut down.")
+            run = self.workspace.get_run(run_id)
+            if run["state"] not in ("stopped", "failed"):
+                raise HierTuneError(
+                    f"Run #{run_id} is {run['state']}; only a stopped or failed run can resume."
+                )
+            if not (Path(run["out_dir"]) / "checkpoint" / "state.json").is_file():
+                raise HierTuneError(
+                    f"Run #{run_id} has no checkpoint yet (it stopped before its first epoch "
+                    "ended); start a new run instead."
+                )
+            self.workspace.update_run(run_id, state="queued", error=None, finished=None)
+            self._waiting.append(run_id)
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._work, name="hiertune-training", daemon=True
+                )
+                self._worker.start()
+            self._lock.notify_all()
 
     def stop(self, run_id: int) -> bool:
         """Cancel a run: the running one stops within a step, a queued one never starts.

@@ -317,3 +317,67 @@ def test_default_train_fn_trains_the_project_end_to_end(ws, project):
     assert 0 <= status["metrics"]["fpa"] <= 1
     assert status["phase"] == "done"
     assert (Path(ws.get_run(run_id)["out_dir"]) / "adapter.safetensors").is_file()
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint(ws, project):
+    """Stop after the first epoch, resume: the run finishes without redoing that epoch."""
+    from imagegen import TREE, draw
+
+    from hiercore.jobs import default_train_fn
+
+    k = 0
+    for top, mids in TREE.items():
+        top_id = ws.add_node(project, top)
+        for mid, leaves in mids.items():
+            mid_id = ws.add_node(project, mid, top_id)
+            for leaf in leaves:
+                leaf_id = ws.add_node(project, leaf, mid_id)
+                for _ in range(3):
+                    buf = io.BytesIO()
+                    draw(top, mid, leaf, seed=k).save(buf, format="PNG")
+                    ws.add_images(project, [(f"{k}.png", buf.getvalue())], node_id=leaf_id)
+                    k += 1
+    calls: list[list[int]] = []
+
+    def train(run_id, config, progress, stop_event):
+        steps: list[int] = []
+        calls.append(steps)
+
+        def watch(event):
+            progress(event)
+            if event.phase == "train":
+                steps.append(event.step)
+            if len(calls) == 1 and event.phase == "eval" and event.val:
+                stop_event.set()  # the first call stops once epoch 1 is scored
+
+        return default_train_fn(ws, run_id, config, watch, stop_event)
+
+    config = {"model": "tiny-random", "epochs": 3, "batch_size": 8, "device": "cpu"}
+    queue = TrainingQueue(ws, train)
+    try:
+        run_id = queue.submit(project, "tiny", config)
+        assert wait_for(lambda: queue.status(run_id)["state"] == "stopped", 300)
+        queue.resume(run_id)
+        assert wait_for(lambda: queue.status(run_id)["state"] == "finished", 300)
+        with pytest.raises(HierTuneError, match="only a stopped or failed run"):
+            queue.resume(run_id)  # a finished run cannot resume
+    finally:
+        queue.shutdown()
+    first, second = calls[0], calls[-1]
+    assert queue.status(run_id)["state"] == "finished"
+    assert second[0] == first[-1] + 1  # continued after epoch 1, did not start over
+    assert queue.status(run_id)["epoch"] == 3
+
+
+def test_resume_needs_a_checkpoint(ws, project):
+    def stop_at_once(run_id, config, progress, stop_event):
+        return FakeResult("stopped", {})
+
+    queue = TrainingQueue(ws, stop_at_once)
+    try:
+        run_id = queue.submit(project, "quick", {"model": "tiny-random"})
+        assert wait_for(lambda: queue.status(run_id)["state"] == "stopped", 30)
+        with pytest.raises(HierTuneError, match="no checkpoint"):
+            queue.resume(run_id)
+    finally:
+        queue.shutdown()

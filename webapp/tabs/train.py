@@ -1,4 +1,4 @@
-"""Train tab: the run form, Start/Stop, and live progress read from the database by a timer.
+"""Train tab: the run form, Start/Stop/Resume, and live progress read from the database by a timer.
 
 The form is a view of `hiercore.config.RunConfig`. Start submits to the studio's
 `TrainingQueue` (one run at a time, later ones wait); every open page polls the run's
@@ -269,6 +269,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
     with gr.Row():
         start_btn = gr.Button("▶ Start training", variant="primary", elem_id="start-training")
         stop_btn = gr.Button("■ Stop", variant="stop", elem_id="stop-training")
+        resume_btn = gr.Button("⟳ Resume", elem_id="resume-training")
     form_status = gr.Markdown()
     with gr.Group():
         run_pick = gr.Dropdown(label="Follow run (empty: the active or latest run)", choices=[])
@@ -333,5 +334,18 @@ def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
         return ok(f"Stopping run #{run_id} (it ends within one step).")
 
     stop_btn.click(stop, [project, run_pick], form_status, api_visibility="private")
+
+    @user_errors(1)
+    def resume(pid, chosen):
+        pid = studio.project_id(pid)
+        run_id = watched_run(studio, pid, chosen)
+        if run_id is None:
+            raise HierTuneError("No run to resume: pick a stopped or failed run.")
+        studio.queue.resume(run_id)
+        return ok(f"Run #{run_id} queued again; it continues from its last finished epoch.")
+
+    resume_btn.click(resume, [project, run_pick], form_status, api_visibility="private").then(
+        snapshot, [project, run_pick, drawn], live_outputs, api_visibility="private"
+    )
     run_pick.change(snapshot, [project, run_pick, drawn], live_outputs, api_visibility="private")
     return TrainTab([run_pick, *live_outputs], refresh)
