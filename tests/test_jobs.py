@@ -286,11 +286,10 @@ def test_shutdown_stops_the_running_job_and_joins_the_worker(ws, project):
         queue.submit(project, "c", {})
 
 
-def test_default_train_fn_trains_the_project_end_to_end(ws, project):
-    """The real adapter: taxonomy and labelled images from the store, tiny CLIP, one epoch."""
+def fill_with_generated_tree(ws, project, per_leaf: int) -> None:
+    """The easy 3-level generated tree (tests/imagegen.py) as nodes and labelled images."""
     from imagegen import TREE, draw
 
-    images = []
     k = 0
     for top, mids in TREE.items():
         top_id = ws.add_node(project, top)
@@ -298,13 +297,18 @@ def test_default_train_fn_trains_the_project_end_to_end(ws, project):
             mid_id = ws.add_node(project, mid, top_id)
             for leaf in leaves:
                 leaf_id = ws.add_node(project, leaf, mid_id)
-                for _ in range(4):
+                for _ in range(per_leaf):
                     buf = io.BytesIO()
                     draw(top, mid, leaf, seed=k).save(buf, format="PNG")
-                    images.append((leaf_id, f"{k}.png", buf.getvalue()))
+                    assert ws.add_images(
+                        project, [(f"{k}.png", buf.getvalue())], node_id=leaf_id
+                    ).added
                     k += 1
-    for node, name, data in images:
-        assert ws.add_images(project, [(name, data)], node_id=node).added
+
+
+def test_default_train_fn_trains_the_project_end_to_end(ws, project):
+    """The real adapter: taxonomy and labelled images from the store, tiny CLIP, one epoch."""
+    fill_with_generated_tree(ws, project, per_leaf=4)
     config = {"model": "tiny-random", "epochs": 1, "batch_size": 8, "device": "cpu", "max_steps": 2}
     queue = TrainingQueue(ws)
     try:
@@ -321,22 +325,9 @@ def test_default_train_fn_trains_the_project_end_to_end(ws, project):
 
 def test_a_stopped_run_resumes_from_its_checkpoint(ws, project):
     """Stop after the first epoch, resume: the run finishes without redoing that epoch."""
-    from imagegen import TREE, draw
-
     from hiercore.jobs import default_train_fn
 
-    k = 0
-    for top, mids in TREE.items():
-        top_id = ws.add_node(project, top)
-        for mid, leaves in mids.items():
-            mid_id = ws.add_node(project, mid, top_id)
-            for leaf in leaves:
-                leaf_id = ws.add_node(project, leaf, mid_id)
-                for _ in range(3):
-                    buf = io.BytesIO()
-                    draw(top, mid, leaf, seed=k).save(buf, format="PNG")
-                    ws.add_images(project, [(f"{k}.png", buf.getvalue())], node_id=leaf_id)
-                    k += 1
+    fill_with_generated_tree(ws, project, per_leaf=3)
     calls: list[list[int]] = []
 
     def train(run_id, config, progress, stop_event):
