@@ -609,12 +609,17 @@ def flatten_on_white(image: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
     return rgb
 
 
-def rasterise_svg(svg: str | bytes, size: int = IMAGE_SIZE) -> Image.Image | None:
-    """An SVG as a framed ``size``×``size`` RGB image on white (None if it draws nothing)."""
+def rasterise_svg(
+    svg: str | bytes, size: int = IMAGE_SIZE, scale: int = RENDER_SCALE
+) -> Image.Image | None:
+    """An SVG as a framed ``size``×``size`` RGB image on white (None if it draws nothing).
+
+    Rendered at ``scale`` times ``size``, cropped around the glyph, then downsampled.
+    """
     import cairosvg  # here, so that the module loads where the cairo library is absent
 
     data = svg.encode("utf-8") if isinstance(svg, str) else svg
-    side = size * RENDER_SCALE
+    side = size * scale
     png = cairosvg.svg2png(bytestring=data, output_width=side, output_height=side)
     glyph = crop_to_glyph(Image.open(io.BytesIO(png)).convert("RGBA"))
     return None if glyph is None else flatten_on_white(glyph, size)
