@@ -423,11 +423,59 @@ def is_skin_tone_name(name: str, known: dict[str, str]) -> bool:
     return base != name and name_key(name) not in known and name_key(base) in known
 
 
+def cldr_names(packages: Iterable[Package]) -> dict[str, str]:
+    """Code points -> CLDR short name as the iconify sets with a chars.json spell it.
+
+    Iconify names emoji by their CLDR short name without punctuation
+    (``grinning-face-with-big-eyes``), while emoji-datasource's ``name`` is, for the
+    older emoji, the Unicode character name ("smiling face with open mouth").
+    """
+    out: dict[str, str] = {}
+    for package in packages:
+        chars = package.files.get("chars.json")
+        if is_emoji_set(package) and isinstance(chars, dict):
+            for name, code in emoji_codes(chars).items():
+                out.setdefault(code, spaced(name))
+    return out
+
+
+def emoji_caption(
+    code: str,
+    own: str,
+    meta: dict[str, EmojiMeta],
+    leaves: dict[str, EmojiMeta],
+    cldr: dict[str, str],
+    set_category: str = "",
+) -> EmojiMeta:
+    """Name, keywords and groups of one emoji.
+
+    Name: the demo's leaf name for a demo leaf; else the CLDR short name, spelt as
+    emoji-datasource spells it when the two agree but for punctuation ("kiss: woman,
+    man"), else as iconify does; else the icon's own name. Keywords: every other name
+    the emoji goes by (Unicode name, short codes, the set's icon name).
+    """
+    data = meta.get(code)
+    words = [data.name, *data.keywords] if data else []
+    if code in leaves:
+        name, sub, cat = leaves[code].name, leaves[code].subcategory, leaves[code].category
+    elif data is not None:
+        name, sub, cat = data.name, data.subcategory, data.category
+        short = cldr.get(code, "")
+        if short and name_key(short) != name_key(name):
+            name = short
+    else:
+        name, sub, cat = cldr.get(code, own), "", set_category
+    words += [cldr.get(code, ""), own]
+    keywords = tuple(dict.fromkeys(w for w in words if w and w != name))
+    return EmojiMeta(name, keywords, sub, cat)
+
+
 def emoji_items(
     package: Package,
     meta: dict[str, EmojiMeta],
     leaves: dict[str, EmojiMeta],
     known: dict[str, str] | None = None,
+    cldr: dict[str, str] | None = None,
 ) -> list[CorpusItem]:
     """One item per default-tone emoji of an iconify emoji set.
 
@@ -455,15 +503,9 @@ def emoji_items(
         if code and code in seen:
             continue
         seen.add(code)
-        info = leaves.get(code) or meta.get(code)
         # Streamline numbers its versions of one emoji (astronaut-1, astronaut-2).
         own = re.sub(r"(?<=[a-z]) \d+$", "", spaced(name))
-        if info is None:
-            info = EmojiMeta(own, (), "", categories.get(name, ""))
-        words = [*info.keywords, own]
-        if code in leaves and code in meta:  # a demo leaf also gets the datasource words
-            words = [meta[code].name, *meta[code].keywords, *words]
-        keywords = tuple(dict.fromkeys(w for w in words if w and w != info.name))
+        info = emoji_caption(code, own, meta, leaves, cldr or {}, categories.get(name, ""))
         items.append(
             CorpusItem(
                 "emoji",
@@ -472,7 +514,7 @@ def emoji_items(
                 lic,
                 code,
                 info.name,
-                keywords,
+                info.keywords,
                 info.subcategory,
                 info.category,
                 svg,
@@ -554,11 +596,12 @@ def plan_corpus(
         else:
             record["status"] = "refused: neither an iconify set nor emoji-datasource"
     known = names_index((p for p, _ in usable), meta)
+    cldr = cldr_names(p for p, _ in usable)
     items: list[CorpusItem] = []
     paths: set[str] = set()
     for package, record in usable:
         if is_emoji_set(package):
-            new = emoji_items(package, meta, leaves, known)
+            new = emoji_items(package, meta, leaves, known, cldr)
             record["kind"] = "emoji"
         else:
             new = icon_items(package)
@@ -717,11 +760,11 @@ def tarball_name(spec: str) -> str:
     return spec.lstrip("@").replace("/", "-").replace("@", "-") + ".tgz"
 
 
-def npm_pack(folder: Path, specs: Iterable[str] = DEFAULT_PACKAGES) -> list[Path]:
-    """Download the pinned packages with ``npm pack`` into ``folder``."""
+def npm_pack(folder: Path, specs: Iterable[str] | None = None) -> list[Path]:
+    """Download the pinned packages (default: `DEFAULT_PACKAGES`) with ``npm pack``."""
     import subprocess
 
-    specs = list(specs)
+    specs = list(DEFAULT_PACKAGES if specs is None else specs)
     done = subprocess.run(
         ["npm", "pack", "--pack-destination", str(folder), *specs],
         capture_output=True,
@@ -732,8 +775,9 @@ def npm_pack(folder: Path, specs: Iterable[str] = DEFAULT_PACKAGES) -> list[Path
     return [folder / tarball_name(s) for s in specs]
 
 
-def default_tarballs(packages_dir: Path, specs: Iterable[str] = DEFAULT_PACKAGES) -> list[Path]:
+def default_tarballs(packages_dir: Path, specs: Iterable[str] | None = None) -> list[Path]:
     """The pinned packages' tarballs in ``packages_dir`` (as ``npm pack`` names them)."""
+    specs = DEFAULT_PACKAGES if specs is None else specs
     paths = [Path(packages_dir) / tarball_name(s) for s in specs]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:

@@ -44,6 +44,13 @@ DATASOURCE = [
         "category": "People & Body",
         "subcategory": "person-role",
     },
+    {  # an old emoji: its Unicode name is not its CLDR short name
+        "unified": "1F603",
+        "name": "SMILING FACE WITH OPEN MOUTH",
+        "short_names": ["smiley"],
+        "category": "Smileys & Emotion",
+        "subcategory": "face-smiling",
+    },
     {
         "unified": "2601-FE0F",
         "name": "CLOUD",
@@ -87,6 +94,7 @@ def tarballs(tmp_path: Path) -> dict[str, Path]:
             "bird-medium-dark": RED_SQUARE,
             "man-cook": RED_SQUARE,
             "cloud": STROKE,
+            "grinning-face-with-big-eyes": RED_SQUARE,
         },
         category="Emoji",
     )
@@ -95,6 +103,7 @@ def tarballs(tmp_path: Path) -> dict[str, Path]:
         "1f426-1f3fe": "bird-medium-dark",
         "1f468-200d-1f373": "man-cook",
         "2601-fe0f": "cloud",
+        "1f603": "grinning-face-with-big-eyes",
     }
     # No chars.json content: matched by name, skin tones recognised by name.
     unmapped = iconify_set(
@@ -235,7 +244,7 @@ def test_plan_maps_code_points_and_captions(tarballs, demo_manifest) -> None:
     for item in items:
         by_style.setdefault(item.style, {})[item.codepoints or item.name] = item
     fx = by_style["fxemoji"]
-    assert set(fx) == {"1f426", "1f468-200d-1f373", "2601"}  # the skin tone is dropped
+    assert set(fx) == {"1f426", "1f468-200d-1f373", "2601", "1f603"}  # no skin tone
     bird = fx["1f426"]
     assert (bird.name, bird.subcategory, bird.category) == (
         "bird",
@@ -251,6 +260,11 @@ def test_plan_maps_code_points_and_captions(tarballs, demo_manifest) -> None:
     assert "male cook" in cook.keywords
     assert cook.path == "images/fxemoji/1f468-200d-1f373.png"
     assert cook.package == "@iconify-json/fxemoji" and cook.license == "Apache-2.0"
+    # The CLDR short name, not the older Unicode character name, which becomes a keyword.
+    grin = fx["1f603"]
+    assert grin.name == "grinning face with big eyes"
+    assert {"smiling face with open mouth", "smiley"} <= set(grin.keywords)
+    assert (grin.subcategory, grin.category) == ("face-smiling", "Smileys & Emotion")
 
 
 def test_sets_without_chars_are_matched_by_name(tarballs, demo_manifest) -> None:
@@ -300,7 +314,7 @@ def test_build_writes_white_64px_pngs_and_the_contract_csvs(
         reader = csv.DictReader(handle)
         assert tuple(reader.fieldnames or ()) == CORPUS_COLUMNS
         table = list(reader)
-    assert len(table) == len(rows) == 6
+    assert len(table) == len(rows) == 7
     assert {r["style"] for r in table} == {"fxemoji", "noto-v1", "tinyicons"}
     assert "heldoutword" not in (out / "corpus.csv").read_text(encoding="utf-8")
     assert not list(out.glob("images/openmoji*"))
@@ -315,7 +329,7 @@ def test_build_writes_white_64px_pngs_and_the_contract_csvs(
     assert min(stroke.getpixel((32, 32))) < 60  # currentColor drawn black
     with (out / "sources.csv").open(newline="", encoding="utf-8") as handle:
         sources = {r["package"]: r for r in csv.DictReader(handle)}
-    assert sources["@iconify-json/fxemoji"]["rows"] == "3"
+    assert sources["@iconify-json/fxemoji"]["rows"] == "4"
     assert sources["@iconify-json/openmoji"]["rows"] == "0"
     assert sources["emoji-datasource-twitter"]["kind"] == "metadata"
 
@@ -329,3 +343,26 @@ def test_cli_names_missing_tarballs(tmp_path: Path, capsys) -> None:
     assert code == 2
     assert "iconify-json-mdi-1.2.3.tgz" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_cli_builds_the_corpus_from_a_packages_folder(tarballs, tmp_path: Path, monkeypatch):
+    try:
+        import cairosvg  # noqa: F401
+    except (ImportError, OSError):
+        pytest.skip("cairosvg cannot load the cairo library")
+    from hiercore.cli import main
+
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    specs = ("emoji-datasource-twitter@16.0.0", "@iconify-json/fxemoji@1.0.0")
+    for key, spec in zip(("datasource", "emoji"), specs, strict=True):
+        tarballs[key].rename(packages / corpus.tarball_name(spec))
+    monkeypatch.setattr(corpus, "DEFAULT_PACKAGES", specs)
+    out = tmp_path / "built"
+    assert (
+        main(["pretrain-default", "--build-corpus", str(out), "--packages-dir", str(packages)]) == 0
+    )
+    with (out / "corpus.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["style"] for r in rows} == {"fxemoji"} and len(rows) == 4
+    assert (out / "sources.csv").is_file()
