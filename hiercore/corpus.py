@@ -129,6 +129,7 @@ DEFAULT_ICON_CAP = 2000
 BRAND_CATEGORIES = {"Brand / Logo", "Brand", "Brands", "Logos"}
 # A name ending in one of these is a drawing variant of the name without it.
 VARIANT_SUFFIXES = ("outline", "outlined", "filled", "fill", "solid", "negative", "sharp")
+SIZE_SUFFIX = re.compile(r"-\d+px$")
 
 HELD_OUT = "openmoji"
 # npm's "UNLICENSED" means proprietary, so it is refused like any licence not listed here.
@@ -372,15 +373,28 @@ def demo_leaves(manifest_csv: Path) -> dict[str, EmojiMeta]:
 
 
 def drop_variants(names: list[str]) -> list[str]:
-    """Icon names without drawing variants (``bell-outline`` when ``bell`` exists)."""
+    """Icon names without drawing variants of another name in the set.
+
+    A variant is the name plus a style suffix (``bell-outline`` beside ``bell``) or a
+    grid size (Health Icons' ``ambulance-24px`` beside its 48 px ``ambulance``), or both
+    (``ambulance-outline-24px``).
+    """
     present = set(names)
     kept = []
     for name in names:
-        base, _, suffix = name.rpartition("-")
-        if base and suffix in VARIANT_SUFFIXES and base in present:
+        size = SIZE_SUFFIX.search(name)
+        unsized = SIZE_SUFFIX.sub("", name)
+        base = _styled_base(unsized)
+        simpler = {unsized, base, base + size.group() if base and size else ""}
+        if (simpler - {name, ""}) & present:
             continue
         kept.append(name)
     return kept
+
+
+def _styled_base(name: str) -> str:
+    base, _, suffix = name.rpartition("-")
+    return base if base and suffix in VARIANT_SUFFIXES else ""
 
 
 # --- items ------------------------------------------------------------------------------

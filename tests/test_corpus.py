@@ -285,6 +285,12 @@ def test_icon_sets_keep_named_icons_without_variants_or_logos(tarballs, demo_man
     assert corpus.spread_evenly(list(range(10)), 4) == [0, 2, 5, 7]
 
 
+def test_drawing_variants_are_dropped_only_beside_their_base() -> None:
+    names = ["bell", "bell-outline", "bell-off", "lamp-outline", "van", "van-24px"]
+    names += ["van-outline-24px", "kite-24px", "kite-outline-24px"]
+    assert corpus.drop_variants(names) == ["bell", "bell-off", "lamp-outline", "van", "kite-24px"]
+
+
 def test_held_out_and_unlicensed_packages_contribute_nothing(tarballs, demo_manifest) -> None:
     items, sources = plan(tarballs, demo_manifest)
     status = {s["package"]: s["status"] for s in sources}
