@@ -1,18 +1,23 @@
-"""Build HierTune's demo dataset: the Unicode emoji taxonomy in three art styles.
+"""Build HierTune's demo dataset: the Unicode emoji taxonomy in nine art styles.
 
 The tree is Unicode's own emoji ordering, category -> subcategory -> emoji, as
 carried by the emoji-datasource metadata (iamcal/emoji-data). Leaves are named
-by their CLDR short name (OpenMoji's ``annotation`` field, lower-cased). Every
-kept emoji is drawn three times: Twemoji and Noto Color Emoji (PNG, from the
-emoji-datasource packages) are the training styles, OpenMoji (SVG, rendered
-here with CairoSVG) is the held-out validation style.
+by their CLDR short name (OpenMoji's ``annotation`` field, lower-cased); every
+subcategory and category also gets a short plain-English description (the
+tables below), which prompt templates can use through ``{description}``.
+
+Every kept emoji is drawn in up to nine styles. Training styles: Twemoji and
+Noto Color Emoji (PNG, from the emoji-datasource packages) and six iconify
+emoji sets (SVG: Fluent colour, flat and high-contrast, EmojiOne, EmojiOne v1,
+Noto v1), rendered with `hiercore.corpus`, the same code that builds the
+pretraining corpus. OpenMoji (SVG) is the held-out validation style and appears
+nowhere else: not in the training styles and not in the captions.
 
 This script is not run in CI; only its output under ``assets/demo/`` is
-shipped. Re-run it with the three npm tarballs::
+shipped. Re-run it with the npm tarballs (``NPM_PACKAGES``, any order)::
 
-    npm pack emoji-datasource-twitter@16.0.0 emoji-datasource-google@16.0.0 openmoji@17.0.0
-    python3 assets/build_demo.py emoji-datasource-twitter-16.0.0.tgz \\
-        emoji-datasource-google-16.0.0.tgz openmoji-17.0.0.tgz
+    npm pack emoji-datasource-twitter@16.0.0 ...   # every entry of NPM_PACKAGES
+    python3 assets/build_demo.py *.tgz
 
 or with no paths, in which case it runs that ``npm pack`` itself in a
 temporary folder. Needs Pillow and CairoSVG (which needs the system cairo
@@ -23,24 +28,46 @@ and the constants below.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import json
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+from hiercore.corpus import (  # noqa: E402
+    EMOJI_STYLES,
+    Package,
+    flatten_on_white,
+    normalise_code,
+    plan_corpus,
+    rasterise_svg,
+    read_package,
+    spread_evenly,
+    write_csv,
+)
+
+TWITTER, GOOGLE, OPENMOJI = "emoji-datasource-twitter", "emoji-datasource-google", "openmoji"
 NPM_PACKAGES = (
-    "emoji-datasource-twitter@16.0.0",
-    "emoji-datasource-google@16.0.0",
-    "openmoji@17.0.0",
+    f"{TWITTER}@16.0.0",
+    f"{GOOGLE}@16.0.0",
+    f"{OPENMOJI}@17.0.0",
+    "@iconify-json/fluent-emoji@1.2.7",
+    "@iconify-json/fluent-emoji-flat@1.2.6",
+    "@iconify-json/fluent-emoji-high-contrast@1.2.6",
+    "@iconify-json/emojione@1.2.3",
+    "@iconify-json/emojione-v1@1.2.3",
+    "@iconify-json/noto-v1@1.2.5",
 )
 # Flags are ~270 near-identical rectangles told apart by tiny details, Symbols
 # are mostly text-like glyphs (letters, keycaps, arrows, zodiac signs) that the
@@ -62,19 +89,103 @@ MIN_PER_SUBCATEGORY = 4
 # a CPU; the kept emoji are spread evenly over Unicode's sort order so that a
 # long subcategory (mammals, ground transport) keeps its variety.
 MAX_PER_SUBCATEGORY = 10
-IMAGE_SIZE = 64
-# OpenMoji is rendered at this multiple of IMAGE_SIZE, then cropped and
-# downsampled, so its thin outlines keep their weight.
+# SVG styles are rendered at this multiple of the 64 px frame, cropped to the
+# glyph (filling 97% of the frame, like Twemoji and Noto) and downsampled, so
+# thin outlines keep their weight (`hiercore.corpus.rasterise_svg`).
 RENDER_SCALE = 4
-# Share of the frame the longer side of an OpenMoji glyph fills after
-# cropping, the median of Twemoji and Noto at 64 px (measured: 0.97-1.0).
-OPENMOJI_FILL = 0.97
-# Alpha at or below this counts as empty when finding a glyph's extent, so
-# faint antialiasing fringes do not widen the crop.
-ALPHA_FLOOR = 16
-STYLES = ("twemoji", "noto", "openmoji")
-SPLIT_OF_STYLE = {"twemoji": "train", "noto": "train", "openmoji": "val"}
+# The iconify emoji sets drawn as extra training styles, by style id
+# (`hiercore.corpus.EMOJI_STYLES`); a set may lack a few leaves.
+ICONIFY_STYLES = ("fluent-color", "fluent-flat", "fluent-hc", "emojione", "emojione-v1", "noto-v1")
+STYLES = ("twemoji", "noto", *ICONIFY_STYLES, "openmoji")
+SPLIT_OF_STYLE = {style: "val" if style == "openmoji" else "train" for style in STYLES}
 RANKS = ("category", "subcategory", "emoji")
+
+# Short descriptions of the inner nodes, in the words a caption would use.
+CATEGORY_DESCRIPTIONS = {
+    "Smileys & Emotion": "smiley faces and feelings",
+    "People & Body": "people and body parts",
+    "Animals & Nature": "animals and plants",
+    "Food & Drink": "food and drink",
+    "Travel & Places": "places, vehicles, time and weather",
+    "Activities": "celebrations, sports and games",
+    "Objects": "everyday objects",
+}
+SUBCATEGORY_DESCRIPTIONS = {
+    "face-smiling": "smiling faces",
+    "face-affection": "faces showing love",
+    "face-tongue": "faces sticking out the tongue",
+    "face-hand": "faces with a hand",
+    "face-neutral-skeptical": "blank and doubtful faces",
+    "face-sleepy": "sleepy faces",
+    "face-unwell": "sick faces",
+    "face-concerned": "worried and sad faces",
+    "face-negative": "angry faces",
+    "face-costume": "monster and costume faces",
+    "cat-face": "cat faces",
+    "heart": "hearts",
+    "emotion": "symbols of feelings",
+    "hand-fingers-open": "open hands",
+    "hand-fingers-partial": "hands showing a few fingers",
+    "hand-single-finger": "pointing hands",
+    "hand-fingers-closed": "fists and thumbs",
+    "hands": "pairs of hands",
+    "body-parts": "body parts",
+    "person": "people",
+    "person-gesture": "people making gestures",
+    "person-role": "people at work",
+    "person-fantasy": "fairy-tale characters",
+    "person-activity": "people doing everyday things",
+    "person-sport": "people playing sports",
+    "family": "couples and families",
+    "person-symbol": "silhouettes of people",
+    "animal-mammal": "mammals",
+    "animal-bird": "birds",
+    "animal-reptile": "reptiles",
+    "animal-marine": "sea animals",
+    "animal-bug": "insects and bugs",
+    "plant-flower": "flowers",
+    "plant-other": "plants and trees",
+    "food-fruit": "fruit",
+    "food-vegetable": "vegetables",
+    "food-prepared": "cooked food",
+    "food-asian": "asian food",
+    "food-sweet": "sweets and desserts",
+    "drink": "drinks",
+    "dishware": "cutlery and dishes",
+    "place-map": "globes and maps",
+    "place-geographic": "mountains and landscapes",
+    "place-building": "buildings",
+    "place-religious": "places of worship",
+    "place-other": "city and outdoor scenes",
+    "transport-ground": "trains, cars and bicycles",
+    "transport-water": "boats",
+    "transport-air": "aircraft",
+    "time": "clocks and timers",
+    "sky & weather": "sky and weather",
+    "event": "celebrations",
+    "award-medal": "medals and trophies",
+    "sport": "sports balls and gear",
+    "game": "games and toys",
+    "arts & crafts": "arts and crafts",
+    "clothing": "clothes",
+    "sound": "speakers and bells",
+    "music": "musical notes and microphones",
+    "musical-instrument": "musical instruments",
+    "phone": "phones",
+    "computer": "computers and electronics",
+    "light & video": "cameras, film and lights",
+    "book-paper": "books and paper",
+    "money": "coins and banknotes",
+    "mail": "mail and envelopes",
+    "writing": "pens and pencils",
+    "office": "office supplies",
+    "lock": "locks and keys",
+    "tool": "tools and weapons",
+    "science": "science equipment",
+    "medical": "medicine",
+    "household": "household things",
+    "other-object": "other objects",
+}
 
 VARIATION_SELECTOR = "-FE0F"
 ZWJ = "200D"
@@ -130,14 +241,6 @@ def clean_name(annotation: str) -> str:
     return annotation.replace("\u2019", "'").strip().lower()
 
 
-def spread_evenly(items: list, cap: int) -> list:
-    """At most ``cap`` items, taken at evenly spaced positions, order kept."""
-    if len(items) <= cap:
-        return list(items)
-    step = len(items) / cap
-    return [items[int(i * step)] for i in range(cap)]
-
-
 def read_json_member(archive: tarfile.TarFile, name: str) -> list:
     handle = archive.extractfile(name)
     if handle is None:
@@ -165,10 +268,10 @@ def select_emoji(datasource: list[dict], openmoji: list[dict]) -> list[Emoji]:
         art = openmoji_by_code.get(code)
         if art is None or not (entry["has_img_twitter"] and entry["has_img_google"]):
             continue
-        keywords = [clean_name(art["annotation"])]
+        # OpenMoji's tags are left out: nothing read from the held-out style's
+        # records may reach a training caption. The leaf name (CLDR's) stays.
+        keywords = [clean_name(art["annotation"]), clean_name(entry["name"])]
         keywords += [n.replace("_", " ").replace("-", " ") for n in entry["short_names"]]
-        keywords += [t.strip() for t in art.get("tags", "").split(",")]
-        keywords += [t.strip() for t in art.get("openmoji_tags", "").split(",")]
         unique = list(dict.fromkeys(k.lower() for k in keywords if k.strip()))
         leaf = Emoji(
             unified=entry["unified"],
@@ -195,38 +298,36 @@ def select_emoji(datasource: list[dict], openmoji: list[dict]) -> list[Emoji]:
     return kept
 
 
-def flatten_on_white(image: Image.Image) -> Image.Image:
-    """RGB at IMAGE_SIZE: transparency composited onto white, then resized."""
-    rgba = image.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    rgb = Image.alpha_composite(white, rgba).convert("RGB")
-    if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
-        rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
-    return rgb
+def describe(leaves: list[Emoji]) -> dict[str, str]:
+    """Every kept category and subcategory with its description; refuse a missing one."""
+    out = {}
+    for leaf in leaves:
+        for name, table in (
+            (leaf.category, CATEGORY_DESCRIPTIONS),
+            (leaf.subcategory, SUBCATEGORY_DESCRIPTIONS),
+        ):
+            if name not in table:
+                raise SystemExit(f"{name!r} has no description in build_demo.py")
+            out[name] = table[name]
+    return out
 
 
-def render_svg(svg: bytes) -> Image.Image:
-    """An OpenMoji SVG as RGBA, framed like the Twemoji and Noto bitmaps.
+def taxonomy_rows(leaves: list[Emoji]) -> list[tuple[str, str, str, str]]:
+    """Wide-CSV rows: each category and subcategory once with its description, then its leaves.
 
-    OpenMoji draws inside a 72-unit canvas with a wide margin (the median
-    glyph spans ~70% of it), while Twemoji and Noto fill their 64 px frame on
-    the longer side. Cropping each glyph to a square around its drawn pixels
-    removes that scale difference, so the held-out style differs in drawing,
-    not in framing.
+    hiercore's wide CSV reader takes a row that stops above the last rank and carries a
+    description as that inner node's description.
     """
-    import cairosvg  # imported here so the rest of the module loads without cairo
-
-    side = IMAGE_SIZE * RENDER_SCALE
-    png = cairosvg.svg2png(bytestring=svg, output_width=side, output_height=side)
-    image = Image.open(io.BytesIO(png)).convert("RGBA")
-    box = image.getchannel("A").point(lambda a: 255 if a > ALPHA_FLOOR else 0).getbbox()
-    if box is None:
-        raise SystemExit("an OpenMoji SVG rendered as an empty image")
-    left, top, right, bottom = box
-    half = max(right - left, bottom - top) / OPENMOJI_FILL / 2
-    cx, cy = (left + right) / 2, (top + bottom) / 2
-    # crop() pads with transparent pixels where the square leaves the canvas.
-    return image.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
+    descriptions = describe(leaves)
+    rows, seen = [], set()
+    for leaf in leaves:
+        for path in ((leaf.category,), (leaf.category, leaf.subcategory)):
+            if path not in seen:
+                seen.add(path)
+                cells = (*path, "", "")[:3]
+                rows.append((*cells, descriptions[path[-1]]))
+        rows.append((leaf.category, leaf.subcategory, leaf.name, ""))
+    return rows
 
 
 def save_png(image: Image.Image, path: Path) -> None:
@@ -243,27 +344,52 @@ def npm_pack(folder: Path) -> list[Path]:
     )
     if done.returncode != 0:
         raise SystemExit(f"npm pack failed:\n{done.stderr[-2000:]}")
-    names = [p.replace("@", "-") + ".tgz" for p in NPM_PACKAGES]
-    return [folder / name for name in names]
+    return sorted(folder.glob("*.tgz"))
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_csv(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+def package_name(tgz: Path) -> str:
+    with tarfile.open(tgz) as archive:
+        return json.load(archive.extractfile("package/package.json"))["name"]
 
 
-def build(twitter: Path, google: Path, openmoji_tgz: Path, out: Path) -> list[Emoji]:
-    """Write images, taxonomy.csv, manifest.csv and captions.csv under ``out``."""
+def iconify_art(packages: list[Package]) -> dict[tuple[str, str], str]:
+    """(style, normalised code points) -> SVG for the iconify emoji styles of the demo.
+
+    The same mapping (chars.json, else CLDR icon names) as the pretraining corpus.
+    """
+    items, sources = plan_corpus(packages, {})
+    for record in sources:
+        if record["status"] != "used":
+            raise SystemExit(f"{record['package']}: {record['status']}")
+    return {(i.style, i.codepoints): i.svg for i in items if i.codepoints}
+
+
+def render(svg: str | bytes, what: str) -> Image.Image:
+    image = rasterise_svg(svg, scale=RENDER_SCALE)
+    if image is None:
+        raise SystemExit(f"{what} rendered as an empty image")
+    return image
+
+
+def build(tarballs: dict[str, Path], out: Path) -> tuple[list[Emoji], dict[str, int]]:
+    """Write images, taxonomy.csv, manifest.csv and captions.csv under ``out``.
+
+    ``tarballs`` maps npm package names to their .tgz. Returns the leaves and the
+    number of images of each style.
+    """
+    iconify = [read_package(tarballs[name]) for name in tarballs if name.startswith("@iconify")]
+    art = iconify_art([read_package(tarballs[TWITTER]), *iconify])
+    wanted = {EMOJI_STYLES[p.prefix] for p in iconify}
+    if wanted != set(ICONIFY_STYLES):
+        raise SystemExit(f"the iconify tarballs give styles {sorted(wanted)}, not {ICONIFY_STYLES}")
     with (
-        tarfile.open(twitter) as tw,
-        tarfile.open(google) as go,
-        tarfile.open(openmoji_tgz) as om,
+        tarfile.open(tarballs[TWITTER]) as tw,
+        tarfile.open(tarballs[GOOGLE]) as go,
+        tarfile.open(tarballs[OPENMOJI]) as om,
     ):
         datasource = read_json_member(tw, "package/emoji.json")
         leaves = select_emoji(datasource, read_json_member(om, "package/data/openmoji.json"))
@@ -271,41 +397,67 @@ def build(twitter: Path, google: Path, openmoji_tgz: Path, out: Path) -> list[Em
         if out.exists():
             shutil.rmtree(out)
         manifest = []
+        counts = dict.fromkeys(STYLES, 0)
+        # A few sets draw two leaves alike (Fluent high contrast: angry and enraged
+        # face); such a drawing labels neither, so it is left out for both.
+        drawn = Counter(
+            (style, art[(style, normalise_code(leaf.unified))])
+            for leaf in leaves
+            for style in ICONIFY_STYLES
+            if (style, normalise_code(leaf.unified)) in art
+        )
         for leaf in leaves:
-            svg = om.extractfile(f"package/color/svg/{leaf.openmoji_hexcode}.svg")
+            code = normalise_code(leaf.unified)
+            svg = om.extractfile(f"package/color/svg/{leaf.openmoji_hexcode}.svg").read()
             sources = {
-                "twemoji": Image.open(tw.extractfile(f"package/img/twitter/64/{leaf.image}")),
-                "noto": Image.open(go.extractfile(f"package/img/google/64/{leaf.image}")),
-                "openmoji": render_svg(svg.read()),
+                "twemoji": flatten_on_white(
+                    Image.open(tw.extractfile(f"package/img/twitter/64/{leaf.image}"))
+                ),
+                "noto": flatten_on_white(
+                    Image.open(go.extractfile(f"package/img/google/64/{leaf.image}"))
+                ),
+                "openmoji": render(svg, f"OpenMoji {leaf.openmoji_hexcode}"),
             }
+            for style in ICONIFY_STYLES:
+                if (style, code) not in art or drawn[(style, art[(style, code)])] > 1:
+                    continue
+                try:
+                    sources[style] = render(art[(style, code)], f"{style} {code}")
+                except MemoryError:  # cairo gives up on a few Fluent gradients
+                    print(f"skipped {style} {leaf.unified} ({leaf.name}): cairo failed")
             for style in STYLES:
+                if style not in sources:
+                    continue
                 relative = f"images/{style}/{leaf.unified}.png"
-                save_png(flatten_on_white(sources[style]), out / relative)
+                save_png(sources[style], out / relative)
                 labels = (leaf.category, leaf.subcategory, leaf.name)
                 manifest.append((relative, style, SPLIT_OF_STYLE[style], *labels))
+                counts[style] += 1
 
-    write_csv(out / "taxonomy.csv", RANKS, [(e.category, e.subcategory, e.name) for e in leaves])
+    write_csv(out / "taxonomy.csv", (*RANKS, "description"), taxonomy_rows(leaves))
     write_csv(out / "manifest.csv", ("path", "style", "split", *RANKS), manifest)
     write_csv(
         out / "captions.csv",
         ("unified", "emoji", "category", "subcategory", "keywords"),
         [(e.unified, e.name, e.category, e.subcategory, "|".join(e.keywords)) for e in leaves],
     )
-    return leaves
+    return leaves, counts
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("tarballs", nargs="*", type=Path, help="twitter, google, openmoji .tgz")
+    parser.add_argument("tarballs", nargs="*", type=Path, help="the NPM_PACKAGES .tgz files")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "demo")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
-        tarballs = args.tarballs or npm_pack(Path(scratch))
-        if len(tarballs) != 3:
-            parser.error("give the twitter, google and openmoji tarballs, or none")
-        leaves = build(*tarballs, out=args.out)
-        for path in tarballs:
+        paths = args.tarballs or npm_pack(Path(scratch))
+        tarballs = {package_name(p): p for p in paths}
+        needed = {spec.rpartition("@")[0] for spec in NPM_PACKAGES}
+        if set(tarballs) != needed:
+            parser.error(f"give the tarballs of {', '.join(sorted(needed))}, or none")
+        leaves, counts = build(tarballs, out=args.out)
+        for path in sorted(paths, key=lambda p: p.name):
             print(f"{sha256(path)}  {path.name}")
 
     subcategories = {(e.category, e.subcategory) for e in leaves}
@@ -313,8 +465,12 @@ def main(argv: list[str] | None = None) -> None:
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(
         f"{len(categories)} categories, {len(subcategories)} subcategories, "
-        f"{len(leaves)} emoji, {3 * len(leaves)} images, {size / 1e6:.2f} MB in {args.out}"
+        f"{len(leaves)} emoji, {sum(counts.values())} images, {size / 1e6:.2f} MB in {args.out}"
     )
+    for style, n in counts.items():
+        folder = args.out / "images" / style
+        style_size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
+        print(f"  {style} ({SPLIT_OF_STYLE[style]}): {n}/{len(leaves)} emoji, {style_size:.2f} MB")
 
 
 if __name__ == "__main__":

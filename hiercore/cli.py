@@ -79,7 +79,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _extra_commands():
         register(sub)
+    _add_corpus_flags(sub.choices["pretrain-default"])
     return p
+
+
+def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
+    """``pretrain-default --build-corpus DIR``: build the pretraining corpus instead of training."""
+    p.add_argument(
+        "--build-corpus",
+        metavar="DIR",
+        default=None,
+        help="render the open emoji and icon corpus from npm into DIR, then exit",
+    )
+    p.add_argument(
+        "--packages-dir",
+        metavar="DIR",
+        default=None,
+        help="with --build-corpus: the npm tarballs are here (default: npm pack them)",
+    )
+    pretrain = p.get_default("func")
+
+    def run(args: argparse.Namespace) -> int:
+        return cmd_build_corpus(args) if args.build_corpus else pretrain(args)
+
+    p.set_defaults(func=run)
+
+
+def cmd_build_corpus(args) -> int:
+    import tempfile
+
+    from hiercore.corpus import build_corpus, default_tarballs, npm_pack, rows_per_style
+    from hiercore.demo import DEMO_DIR
+
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.packages_dir:
+            try:
+                tarballs = default_tarballs(Path(args.packages_dir))
+            except FileNotFoundError as exc:
+                raise DataError(str(exc)) from None
+        else:
+            tarballs = npm_pack(Path(scratch))
+        items = build_corpus(Path(args.build_corpus), tarballs, DEMO_DIR / "manifest.csv")
+    counts = ", ".join(f"{style} {n}" for style, n in rows_per_style(items).items())
+    print(f"wrote {len(items)} rows to {Path(args.build_corpus) / 'corpus.csv'}: {counts}")
+    return 0
 
 
 def _extra_commands():

@@ -66,6 +66,6 @@ def open_demo_project(
 
 
 def _display_name(path: str | Path) -> str:
-    """ "twemoji/1F600.png": the style folder tells the three drawings of an emoji apart."""
+    """ "twemoji/1F600.png": the style folder tells the drawings of an emoji apart."""
     p = Path(path)
     return f"{p.parent.name}/{p.name}"

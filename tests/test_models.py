@@ -94,6 +94,18 @@ def test_prompts_skip_templates_without_context(ragged):
     assert node_prompts(ragged, "bird", ["{name} of {parent}"]) == ["bird"]
 
 
+def test_default_templates_use_a_description_where_a_node_has_one(ragged):
+    from hiercore.models.loading import DEFAULT_TEMPLATES
+
+    templates = list(DEFAULT_TEMPLATES)
+    assert node_prompts(ragged, "gull", templates) == [
+        "a photo of a gull.",
+        "a photo of a gull, a kind of bird.",
+        "a photo of a gull, a white sea bird.",
+    ]
+    assert node_prompts(ragged, "bird", templates) == ["a photo of a bird."]
+
+
 @pytest.mark.parametrize("bad", [["no field"], ["{nme} typo"], ["{name"], []])
 def test_bad_templates_are_refused(bad):
     with pytest.raises(HierTuneError):

@@ -34,7 +34,13 @@ ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_MODEL_DIR = Path(os.environ.get("HIERTUNE_DEFAULT_MODEL", ASSETS_DIR / "model"))
 TINY_ARCH = "hiertune-tiny"
 
-DEFAULT_TEMPLATES = ("a photo of a {name}.", "a photo of a {name}, a kind of {parent}.")
+# The description template applies only to nodes that have one (`node_prompts` skips it
+# elsewhere), so a taxonomy without descriptions gets the first two alone.
+DEFAULT_TEMPLATES = (
+    "a photo of a {name}.",
+    "a photo of a {name}, a kind of {parent}.",
+    "a photo of a {name}, {description}.",
+)
 
 _configs_registered = False
 
