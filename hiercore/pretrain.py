@@ -1,83 +1,255 @@
-"""Pretraining HierTune's embedded default CLIP on the demo emoji (issue: embedded default).
+"""Pretraining HierTune's embedded default CLIP (issue #8 C; the model card is assets/model).
 
 No pretrained CLIP weights can be downloaded where HierTune must also run, so the studio
-ships a small CLIP (`configs/hiertune-small.json`) trained from scratch by this script,
-contrastively, on image–caption pairs built from the emoji of the TRAINING art styles
-only (Twemoji and Noto); the held-out style (OpenMoji) is never seen.
+ships a small CLIP trained from scratch by this module, contrastively, on image–caption
+pairs. Two sources of pairs:
 
-Captions use the same templates the model card gives for prompting, over the names of
-every node on the emoji's path (leaf, subcategory, category) and over its CLDR keywords.
-Several images in a batch can share a caption (two styles of one emoji, or two emoji of
-one subcategory), so the loss is CLIP's symmetric cross-entropy with soft targets spread
-over every pair whose captions are identical instead of a one-hot diagonal.
+- a corpus built by `hiercore.corpus` (`pretrain-default --build-corpus DIR`): emoji in
+  many open art styles plus named icons from the npm registry, listed in ``corpus.csv``;
+- the demo set alone (its training split), as the first embedded model was trained.
 
-Because the captions contain the taxonomy's names, "zero-shot" results of this model
-mean "on an unseen art style", not "on unseen classes"; the card says so.
+The held-out art style of the demo (OpenMoji) is never a source: `load_corpus_pairs`
+refuses a corpus that holds it.
+
+Captions come from the templates the model card gives for prompting, over the names on
+an emoji's path (emoji, subcategory, category), the inner nodes' human descriptions from
+the demo taxonomy, and the emoji's CLDR keywords; icons are captioned by their name and
+their icon set's category. Several images in a batch can share a caption, so the loss is
+CLIP's symmetric cross-entropy with soft targets spread over every pair whose captions are
+identical instead of a one-hot diagonal.
+
+A run can be cut into chunks (`minutes`): it saves its whole state (weights, optimiser,
+schedule position, random streams) and a later call with `resume` goes on with the same
+schedule, so a long CPU pretraining survives the end of a session.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import hashlib
 import json
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2
 
+from hiercore.errors import DataError
 from hiercore.images import open_rgb
 from hiercore.models.loading import CONFIG_DIR, register_configs
 
-ARCH = "hiertune-small"
-TEMPLATES = ["an emoji of {name}.", "an emoji of {name}, a kind of {parent}."]
+ARCH = "hiertune-resnet"
+EMOJI_TEMPLATES = (
+    "an emoji of {name}.",
+    "an emoji of {name}, a kind of {parent}.",
+    "an emoji of {description} ({name}).",
+)
+ICON_TEMPLATES = ("an icon of {name}.", "an icon of {name}, a kind of {parent}.")
+TEMPLATES = list(EMOJI_TEMPLATES)
+"""The prompt templates the card recommends (the emoji ones: the demo is emoji)."""
+HELD_OUT = "openmoji"
 DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"
+STATE_NAME = "pretrain-state.pt"
 
 
-def caption_pool(row: dict, keywords: list[str]) -> list[str]:
-    """Every caption an image of this emoji may be paired with."""
-    cat, sub, leaf = row["category"], row["subcategory"], row["emoji"]
-    caps = [
-        TEMPLATES[0].format(name=leaf),
-        TEMPLATES[1].format(name=leaf, parent=sub),
-        TEMPLATES[0].format(name=sub),
-        TEMPLATES[1].format(name=sub, parent=cat),
-        TEMPLATES[0].format(name=cat),
-    ]
-    caps += [TEMPLATES[0].format(name=k) for k in keywords if k and k != leaf]
-    return caps
+@dataclass
+class Pair:
+    """One image and the captions it may be paired with (drawn by weight each step)."""
+
+    path: Path
+    captions: list[str]
+    weights: list[float]
+    kind: str = "emoji"
 
 
-def caption_weights(n_keywords: int) -> list[float]:
-    # leaf captions most often, then the ranks above, then keywords (which are noisy)
-    base = [0.3, 0.25, 0.1, 0.1, 0.1]
-    if n_keywords:
-        return base + [0.15 / n_keywords] * n_keywords
-    return [b / 0.85 for b in base]
+def emoji_captions(
+    leaf: str,
+    sub: str,
+    cat: str,
+    keywords: list[str],
+    describe: dict[str, str],
+) -> tuple[list[str], list[float]]:
+    """Captions of one emoji: its name most often, then its ranks (by name and by their
+    description), then its keywords (noisy, so rarely)."""
+    one, two, described = EMOJI_TEMPLATES
+    weighted: list[tuple[str, float]] = [(one.format(name=leaf), 0.3)]
+    # the ranks' captions are the prompts `models.prompts` builds for them from these
+    # templates, so zero-shot prompts are sentences the text tower was trained on
+    if sub:
+        weighted.append((two.format(name=leaf, parent=sub), 0.2))
+    for rank, up, w in ((sub, cat, 0.2), (cat, "", 0.15)):
+        if not rank:
+            continue
+        forms = [one.format(name=rank)]
+        if up:
+            forms.append(two.format(name=rank, parent=up))
+        if describe.get(rank):
+            forms.append(described.format(name=rank, description=describe[rank]))
+        weighted += [(text, w / len(forms)) for text in forms]
+    kws = [k for k in keywords if k and k != leaf][:8]
+    weighted += [(one.format(name=k), 0.15 / len(kws)) for k in kws]
+    return _normalised(weighted)
 
 
-def load_pairs(demo_dir: Path) -> tuple[list[Path], list[list[str]], list[list[float]]]:
+def icon_captions(name: str, category: str) -> tuple[list[str], list[float]]:
+    one, two = ICON_TEMPLATES
+    weighted = [(one.format(name=name), 0.6)]
+    if category:
+        weighted += [
+            (two.format(name=name, parent=category.lower()), 0.25),
+            (one.format(name=category.lower()), 0.15),
+        ]
+    return _normalised(weighted)
+
+
+def _normalised(weighted: list[tuple[str, float]]) -> tuple[list[str], list[float]]:
+    merged: dict[str, float] = {}
+    for text, w in weighted:
+        merged[text] = merged.get(text, 0.0) + w
+    total = sum(merged.values())
+    return list(merged), [w / total for w in merged.values()]
+
+
+def node_descriptions(taxonomy_file: Path) -> dict[str, str]:
+    """Name -> description of every described node of a taxonomy file (empty if none)."""
+    from hiercore.taxonomy.formats import load_taxonomy
+
+    if not taxonomy_file.is_file():
+        return {}
+    tax = load_taxonomy(taxonomy_file)
+    out = {}
+    for node in tax.iter_dfs():
+        text = tax.description(node).strip()
+        if text:
+            out[tax.name(node)] = text
+    return out
+
+
+def _keywords(cell: str) -> list[str]:
+    return sorted({k.strip() for k in (cell or "").split("|") if k.strip()})
+
+
+def load_corpus_pairs(corpus_dir: Path, describe: dict[str, str]) -> list[Pair]:
+    """Pairs of a corpus folder's ``corpus.csv`` (format: `hiercore.corpus`)."""
+    listing = corpus_dir / "corpus.csv"
+    if not listing.is_file():
+        raise DataError(f"{corpus_dir} has no corpus.csv; build one with --build-corpus.")
+    pairs = []
+    with open(listing, newline="") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            if HELD_OUT in (row["style"] + row["package"]).lower():
+                raise DataError(
+                    f"{listing}, line {line}: {row['package']} is the held-out style and must "
+                    "never be used for pretraining."
+                )
+            path = corpus_dir / row["path"]
+            if row["kind"] == "icon":
+                caps, weights = icon_captions(row["name"], row["category"])
+            else:
+                caps, weights = emoji_captions(
+                    row["name"],
+                    row["subcategory"],
+                    row["category"],
+                    _keywords(row["keywords"]),
+                    describe,
+                )
+            pairs.append(Pair(path, caps, weights, row["kind"]))
+    return pairs
+
+
+def load_demo_pairs(demo_dir: Path) -> list[Pair]:
+    """Pairs of the demo's training split (its manifest and captions.csv keywords)."""
     keywords: dict[str, list[str]] = {}
     with open(demo_dir / "captions.csv", newline="") as f:
         for row in csv.DictReader(f):
-            kws = [k.strip() for k in row.get("keywords", "").split("|") if k.strip()]
-            keywords[row["emoji"]] = sorted(set(kws))[:8]
-    paths, pools, weights = [], [], []
+            keywords[row["emoji"]] = _keywords(row.get("keywords", ""))
+    describe = node_descriptions(demo_dir / "taxonomy.csv")
+    pairs = []
     with open(demo_dir / "manifest.csv", newline="") as f:
         for row in csv.DictReader(f):
             if row["split"] != "train":
                 continue
-            kws = [k for k in keywords.get(row["emoji"], []) if k != row["emoji"]]
-            paths.append(demo_dir / row["path"])
-            pools.append(caption_pool(row, kws))
-            weights.append(caption_weights(len(pools[-1]) - 5))
-    return paths, pools, weights
+            caps, weights = emoji_captions(
+                row["emoji"],
+                row["subcategory"],
+                row["category"],
+                keywords.get(row["emoji"], []),
+                describe,
+            )
+            pairs.append(Pair(demo_dir / row["path"], caps, weights))
+    return pairs
+
+
+def load_images(paths: list[Path], size: int, cache_dir: Path | None) -> torch.Tensor:
+    """All images as one uint8 tensor (N, 3, size, size), cached as .npy beside the state."""
+    key = hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()[:16]
+    cache = cache_dir / f"images-{size}-{key}.npy" if cache_dir else None
+    if cache is not None and cache.is_file():
+        return torch.from_numpy(np.load(cache, allow_pickle=False))
+    base = v2.Compose([v2.PILToTensor(), v2.Resize(size), v2.CenterCrop(size)])
+    images = torch.stack([base(open_rgb(p)) for p in paths])
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, images.numpy(), allow_pickle=False)
+    return images
+
+
+def augment_batch(x: torch.Tensor) -> torch.Tensor:
+    """Random views of a uint8 batch (B, 3, H, W) as floats in [0, 1], all on tensors.
+
+    Style is what must not matter: colour, line weight and shading vary between art
+    styles, so brightness, contrast, saturation, greyscale and blur vary strongly; crops
+    stay mild (an emoji fills its square) and hue is kept (a red and a green apple are two
+    emoji). One vectorised pass: a per-image Python loop of torchvision transforms cost
+    more than the model's step on a CPU.
+    """
+    b, _, h, w = x.shape
+    x = x.float() / 255
+    u = lambda lo, hi: torch.empty(b, device=x.device).uniform_(lo, hi)  # noqa: E731
+    side = u(0.75, 1.0)
+    aspect = u(0.9, 1.1)
+    sx, sy = side * aspect.sqrt(), side / aspect.sqrt()
+    flip = torch.where(torch.rand(b) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = sx * flip, sy
+    theta[:, 0, 2], theta[:, 1, 2] = (1 - sx) * u(-1, 1), (1 - sy) * u(-1, 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    jitter = (torch.rand(b) < 0.8).float()
+    gray = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    bright = 1 + jitter * u(-0.4, 0.4)
+    contrast = 1 + jitter * u(-0.4, 0.4)
+    saturation = 1 + jitter * u(-0.4, 0.4)
+    x = gray + (x - gray) * saturation.view(b, 1, 1, 1)
+    mean = gray.mean((1, 2, 3), keepdim=True)
+    x = (mean + (x - mean) * contrast.view(b, 1, 1, 1)) * bright.view(b, 1, 1, 1)
+    to_gray = (torch.rand(b) < 0.2).view(b, 1, 1, 1)
+    x = torch.where(to_gray, x.mean(1, keepdim=True).expand_as(x), x)
+    blur = (torch.rand(b) < 0.2).view(b, 1, 1, 1)
+    kernel = torch.tensor([1.0, 2.0, 1.0])
+    kernel = (kernel[:, None] * kernel[None, :] / 16).expand(3, 1, 3, 3)
+    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+    x = torch.where(blur, blurred, x)
+    return x.clamp(0, 1)
+
+
+def soft_clip_loss(logits: torch.Tensor, captions: list[str]) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy with targets spread over identical captions."""
+    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    cid = torch.tensor([ids[c] for c in captions], device=logits.device)
+    same = (cid[:, None] == cid[None, :]).float()
+    target = same / same.sum(1, keepdim=True)
+    logits = logits.float()
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
 def pretrain(
@@ -90,11 +262,19 @@ def pretrain(
     device: str = "auto",
     log_every: int = 50,
     init: Path | None = None,
+    corpus: Path | None = None,
+    arch: str = ARCH,
+    icon_fraction: float = 0.25,
+    state_dir: Path | None = None,
+    minutes: float | None = None,
+    resume: bool = False,
 ) -> dict:
     """Train the small CLIP and write it (fp16 safetensors + config + card) to `out_dir`.
 
     `init` continues from an earlier output of this function (its weights, with a fresh
-    schedule); the card then records both phases.
+    schedule); the card then records both phases. With `minutes`, the run stops after that
+    long, saves its state in `state_dir` and returns ``{"finished": False, ...}``; call it
+    again with `resume` (and the same data) to go on with the same schedule.
     """
     register_configs()
     dev = torch.device(
@@ -102,30 +282,32 @@ def pretrain(
         if device == "auto" and torch.cuda.is_available()
         else ("cpu" if device == "auto" else device)
     )
+    state_dir = Path(state_dir or out_dir.parent / f".{out_dir.name}-state")
+    saved = _load_state(state_dir) if resume else None
+    if saved is not None:
+        arch, seed, steps, batch_size, lr = (saved["meta"][k] for k in _RESUMED)
+        icon_fraction = saved["meta"]["icon_fraction"]
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    model, _, preprocess = open_clip.create_model_and_transforms(ARCH)
-    tokenizer = open_clip.get_tokenizer(ARCH)
+    model, _, preprocess = open_clip.create_model_and_transforms(arch)
+    tokenizer = open_clip.get_tokenizer(arch)
     earlier: list[dict] = []
-    if init is not None:
+    if init is not None and saved is None:
         state = load_file(str(Path(init) / "open_clip_model.safetensors"))
         model.load_state_dict({k: v.float() for k, v in state.items()})
         card = json.loads((Path(init) / "open_clip_config.json").read_text())["hiertune"]
         earlier = card["training"].get("phases", [card["training"]])
     model = model.to(dev).train()
-    paths, pools, weights = load_pairs(demo_dir)
+    describe = node_descriptions(demo_dir / "taxonomy.csv")
+    pairs = load_corpus_pairs(corpus, describe) if corpus else load_demo_pairs(demo_dir)
     size = model.visual.image_size
     size = size[0] if isinstance(size, tuple | list) else size
-    base = v2.Compose([v2.PILToTensor(), v2.Resize(size), v2.ToDtype(torch.float32, scale=True)])
-    images = torch.stack([base(open_rgb(p)) for p in paths])
+    images = load_images([p.path for p in pairs], size, state_dir)
+    emoji = [i for i, p in enumerate(pairs) if p.kind != "icon"]
+    icons = [i for i, p in enumerate(pairs) if p.kind == "icon"]
+    n_icons = round(batch_size * icon_fraction) if icons else 0
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    augment = v2.Compose(
-        [
-            v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.85, 1.18), antialias=True),
-            v2.ColorJitter(0.2, 0.2, 0.2, 0.03),
-        ]
-    )
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW(
@@ -140,23 +322,37 @@ def pretrain(
             else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
         ),
     )
+    start, log, spent = 0, [], 0.0
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        rng.setstate(_as_rng_state(saved["python_rng"]))
+        torch.set_rng_state(saved["torch_rng"])
+        start, log, spent = saved["step"], saved["meta"]["log"], saved["meta"]["spent_s"]
+        earlier = saved["meta"]["earlier"]
+    meta = {
+        "arch": arch,
+        "seed": seed,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "icon_fraction": icon_fraction,
+        "earlier": earlier,
+    }
     t0 = time.time()
-    log = []
-    for step in range(steps):
-        idx = rng.sample(range(len(paths)), min(batch_size, len(paths)))
-        caps = [rng.choices(pools[i], weights[i])[0] for i in idx]
-        x = torch.stack([augment(images[i]) for i in idx])
+    for step in range(start, steps):
+        idx = rng.sample(emoji, min(batch_size - n_icons, len(emoji)))
+        idx += rng.sample(icons, min(n_icons, len(icons)))
+        caps = [rng.choices(pairs[i].captions, pairs[i].weights)[0] for i in idx]
+        x = augment_batch(images[idx])
         x = ((x - mean) / std).to(dev)
         tokens = tokenizer(caps).to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             f = F.normalize(model.encode_image(x), dim=-1)
             g = F.normalize(model.encode_text(tokens), dim=-1)
             logits = model.logit_scale.exp() * f @ g.t()
-        same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32, device=dev)
-        target = same / same.sum(1, keepdim=True)
-        loss = 0.5 * (
-            F.cross_entropy(logits.float(), target) + F.cross_entropy(logits.float().t(), target)
-        )
+        loss = soft_clip_loss(logits, caps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -164,42 +360,96 @@ def pretrain(
         sched.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
+        elapsed = spent + time.time() - t0
         if step % log_every == 0 or step == steps - 1:
-            el = time.time() - t0
             value = float(loss.detach())
-            log.append({"step": step, "loss": round(value, 4), "elapsed_s": round(el, 1)})
-            print(f"step {step}/{steps} loss {value:.3f} {el:.0f}s", flush=True)
-    train_time = time.time() - t0
+            log.append({"step": step, "loss": round(value, 4), "elapsed_s": round(elapsed, 1)})
+            print(f"step {step}/{steps} loss {value:.3f} {elapsed:.0f}s", flush=True)
+        out_of_time = minutes is not None and time.time() - t0 > 60 * minutes
+        if out_of_time and step < steps - 1:
+            _save_state(state_dir, model, opt, sched, step + 1, rng, meta, log, elapsed)
+            # a loadable snapshot, to look at (or fall back on) before the run ends
+            snapshot = {"arch": arch, "unfinished": f"step {step + 1} of {steps}", "log": log}
+            _write(copy.deepcopy(model).eval().cpu(), arch, state_dir / "snapshot", snapshot)
+            print(f"stopped at step {step + 1}/{steps}; go on with --resume", flush=True)
+            return {"finished": False, "step": step + 1, "state": str(state_dir)}
+    train_time = spent + time.time() - t0
     phase = {
+        "arch": arch,
+        "data": "corpus" if corpus else "demo training split",
+        "n_images": len(pairs),
+        "n_icons": len(icons),
         "steps": steps,
         "batch_size": batch_size,
+        "icon_fraction": icon_fraction if icons else 0.0,
         "lr": lr,
         "seed": seed,
         "train_time_s": round(train_time, 1),
         "device": str(dev),
+        "threads": torch.get_num_threads(),
         "loss_log": log[-5:],
     }
     phases = [*earlier, phase]
-    return _write(
+    info = _write(
         model.eval().cpu(),
-        preprocess,
+        arch,
         out_dir,
         {
-            "arch": ARCH,
-            "n_train_images": len(paths),
+            "arch": arch,
+            "n_train_images": len(pairs),
             "steps": sum(p["steps"] for p in phases),
             "train_time_s": round(sum(p["train_time_s"] for p in phases), 1),
             "phases": phases,
         },
     )
+    (state_dir / STATE_NAME).unlink(missing_ok=True)
+    return {"finished": True, **info}
 
 
-def _write(model, preprocess, out_dir: Path, info: dict) -> dict:
+_RESUMED = ("arch", "seed", "steps", "batch_size", "lr")
+
+
+def _save_state(state_dir, model, opt, sched, step, rng, meta, log, spent) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / (STATE_NAME + ".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "python_rng": list(_flatten_rng(rng.getstate())),
+            "torch_rng": torch.get_rng_state(),
+            "step": step,
+            "meta": {**meta, "log": log, "spent_s": spent},
+        },
+        tmp,
+    )
+    tmp.replace(state_dir / STATE_NAME)
+
+
+def _load_state(state_dir: Path) -> dict | None:
+    path = state_dir / STATE_NAME
+    if not path.is_file():
+        raise DataError(f"Nothing to resume: {path} does not exist.")
+    # our own file, and weights_only refuses anything but tensors and plain containers
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _flatten_rng(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, *internal, gauss]
+
+
+def _as_rng_state(flat: list) -> tuple:
+    return (flat[0], tuple(flat[1:-1]), flat[-1])
+
+
+def _write(model, arch: str, out_dir: Path, info: dict) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     weights = out_dir / "open_clip_model.safetensors"
     save_file(state, str(weights))
-    model_cfg = json.loads((CONFIG_DIR / f"{ARCH}.json").read_text())
+    model_cfg = json.loads((CONFIG_DIR / f"{arch}.json").read_text())
     config = {
         "model_cfg": model_cfg,
         "preprocess_cfg": {
@@ -217,15 +467,21 @@ def _write(model, preprocess, out_dir: Path, info: dict) -> dict:
 
 
 def register_cli(sub) -> None:
-    p = sub.add_parser("pretrain-default", help="pretrain the embedded small CLIP on the demo")
+    p = sub.add_parser("pretrain-default", help="pretrain the embedded small CLIP")
     p.add_argument("--out", default=str(DEMO_DIR.parent / "model"))
-    p.add_argument("--demo", default=str(DEMO_DIR))
+    p.add_argument("--demo", default=str(DEMO_DIR), help="the demo set (descriptions, or data)")
+    p.add_argument("--corpus", default=None, help="a corpus folder (corpus.csv) to train on")
+    p.add_argument("--arch", default=ARCH, help="an architecture in hiercore/models/configs")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--icon-fraction", type=float, default=0.25, help="share of icons a batch")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--init", default=None, help="continue from an earlier output folder")
+    p.add_argument("--state", default=None, help="where a chunked run keeps its state")
+    p.add_argument("--minutes", type=float, default=None, help="stop and save after this long")
+    p.add_argument("--resume", action="store_true", help="go on from the saved state")
     p.set_defaults(func=_cmd)
 
 
@@ -239,6 +495,12 @@ def _cmd(args: argparse.Namespace) -> int:
         args.seed,
         args.device,
         init=Path(args.init) if args.init else None,
+        corpus=Path(args.corpus) if args.corpus else None,
+        arch=args.arch,
+        icon_fraction=args.icon_fraction,
+        state_dir=Path(args.state) if args.state else None,
+        minutes=args.minutes,
+        resume=args.resume,
     )
     print(json.dumps({k: v for k, v in info.items() if k != "phases"}, indent=2))
     return 0

@@ -1,0 +1,100 @@
+"""Pretraining the embedded model: captions that match the prompts, the held-out rule, and
+a run cut into chunks that ends exactly where an uncut run does."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from hiercore.errors import DataError
+from hiercore.models.prompts import node_prompts
+from hiercore.pretrain import TEMPLATES, augment_batch, emoji_captions, load_corpus_pairs, pretrain
+from hiercore.taxonomy import ROOT, Taxonomy
+
+FIELDS = "path,kind,style,package,license,codepoints,name,keywords,subcategory,category"
+
+
+def _corpus(tmp_path, rows):
+    (tmp_path / "images").mkdir(exist_ok=True)
+    with open(tmp_path / "corpus.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(FIELDS.split(","))
+        for i, (kind, style, package, name, sub, cat) in enumerate(rows):
+            path = f"images/{i}.png"
+            Image.new("RGB", (40, 40), ((50 * i) % 255, 90, 200 - 20 * i)).save(tmp_path / path)
+            w.writerow([path, kind, style, package, "MIT", "", name, "", sub, cat])
+    return tmp_path
+
+
+def test_rank_captions_are_the_prompts_the_card_templates_build():
+    """Zero-shot prompts for every rank are sentences the text tower saw in pretraining."""
+    tax = Taxonomy()
+    cat = tax.add("Animals & Nature", ROOT, description="animals and nature")
+    sub = tax.add("animal-bird", cat, description="birds")
+    leaf = tax.add("flamingo", sub)
+    describe = {"animal-bird": "birds", "Animals & Nature": "animals and nature"}
+    captions, weights = emoji_captions(
+        "flamingo", "animal-bird", "Animals & Nature", ["pink"], describe
+    )
+    assert sum(weights) == pytest.approx(1.0)
+    for node in (cat, sub, leaf):
+        for prompt in node_prompts(tax, node, TEMPLATES):
+            assert prompt in captions, prompt
+    assert "an emoji of birds (animal-bird)." in captions
+    # the leaf's own name is the most frequent caption
+    assert captions[weights.index(max(weights))] == "an emoji of flamingo."
+
+
+def test_a_corpus_holding_the_held_out_style_is_refused(tmp_path):
+    rows = [
+        ("emoji", "twemoji", "@iconify-json/twemoji", "dog", "animal-mammal", "Animals"),
+        ("emoji", "openmoji", "@iconify-json/openmoji", "dog", "animal-mammal", "Animals"),
+    ]
+    with pytest.raises(DataError, match="held-out"):
+        load_corpus_pairs(_corpus(tmp_path, rows), {})
+
+
+def test_augmented_views_stay_images_of_the_same_size():
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(0)
+    y = augment_batch(x)
+    assert y.shape == (8, 3, 32, 32) and y.dtype == torch.float32
+    assert 0 <= float(y.min()) and float(y.max()) <= 1
+    assert not torch.allclose(y, x.float() / 255)
+
+
+def test_a_chunked_run_ends_where_an_uncut_run_does(tmp_path):
+    rows = [
+        ("emoji", "twemoji", "@iconify-json/twemoji", n, "animal-mammal", "Animals")
+        for n in ("dog", "cat", "cow", "pig")
+    ] + [("icon", "mdi", "@iconify-json/mdi", n, "Tools", "") for n in ("hammer", "saw")]
+    (tmp_path / "corpus").mkdir()
+    corpus = _corpus(tmp_path / "corpus", rows)
+    common = dict(
+        demo_dir=tmp_path / "no-demo",
+        steps=4,
+        batch_size=4,
+        corpus=corpus,
+        arch="hiertune-tiny",
+        icon_fraction=0.25,
+        device="cpu",
+    )
+    whole = pretrain(tmp_path / "whole", state_dir=tmp_path / "s1", **common)
+    assert whole["finished"] and whole["steps"] == 4
+    first = pretrain(tmp_path / "cut", state_dir=tmp_path / "s2", minutes=0, **common)
+    assert first == {"finished": False, "step": 1, "state": str(tmp_path / "s2")}
+    assert (tmp_path / "s2" / "snapshot" / "open_clip_model.safetensors").is_file()
+    rest = pretrain(tmp_path / "cut", state_dir=tmp_path / "s2", resume=True, **common)
+    assert rest["finished"] and rest["steps"] == 4
+    a = load_file(str(tmp_path / "whole" / "open_clip_model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "open_clip_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    # a finished run leaves no state behind to resume by mistake
+    with pytest.raises(DataError, match="Nothing to resume"):
+        pretrain(tmp_path / "cut", state_dir=tmp_path / "s2", resume=True, **common)
