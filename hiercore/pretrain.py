@@ -212,7 +212,7 @@ def augment_batch(x: torch.Tensor) -> torch.Tensor:
     emoji). One vectorised pass: a per-image Python loop of torchvision transforms cost
     more than the model's step on a CPU.
     """
-    b, _, h, w = x.shape
+    b = x.shape[0]
     x = x.float() / 255
     u = lambda lo, hi: torch.empty(b, device=x.device).uniform_(lo, hi)  # noqa: E731
     side = u(0.75, 1.0)
@@ -289,7 +289,7 @@ def pretrain(
         icon_fraction = saved["meta"]["icon_fraction"]
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    model, _, preprocess = open_clip.create_model_and_transforms(arch)
+    model = open_clip.create_model(arch)
     tokenizer = open_clip.get_tokenizer(arch)
     earlier: list[dict] = []
     if init is not None and saved is None:

@@ -63,7 +63,7 @@ def test_augmented_views_stay_images_of_the_same_size():
     torch.manual_seed(0)
     y = augment_batch(x)
     assert y.shape == (8, 3, 32, 32) and y.dtype == torch.float32
-    assert 0 <= float(y.min()) and float(y.max()) <= 1
+    assert float(y.min()) >= 0 and float(y.max()) <= 1
     assert not torch.allclose(y, x.float() / 255)
 
 
