@@ -170,3 +170,43 @@ def test_level_logits_match_the_definition(ragged):
     torch.testing.assert_close(logits[0][:, fish1], logits[2][:, fish3])
     parents = model.parents()
     assert [p.tolist() for p in parents] == [p.tolist() for p in model.index.parents]
+
+
+def _cnn_bundle():
+    """The embedded default's architecture (a timm ResNet image tower), randomly initialised."""
+    import open_clip
+
+    from hiercore.models.loading import ClipBundle, register_configs
+
+    register_configs()
+    torch.manual_seed(0)
+    net = open_clip.create_model("hiertune-resnet")
+    return ClipBundle(net, None, None, open_clip.get_tokenizer("hiertune-resnet"), "cnn")
+
+
+def test_lora_conv_target_adapts_the_last_stages_of_a_cnn_vision_tower():
+    bundle = _cnn_bundle()
+    apply_lora(bundle.model, LoraSpec("both", rank=4, targets=("attn", "conv")))
+    names = [n for n, p in bundle.model.named_parameters() if p.requires_grad]
+    vision = {n.split(".lora_")[0] for n in names if n.startswith("visual.")}
+    assert vision and all(".layer3." in n or ".layer4." in n for n in vision), vision
+    assert any(n.startswith("transformer.") for n in names)
+
+
+def test_lora_target_a_cnn_tower_lacks_is_one_sentence():
+    bundle = _cnn_bundle()
+    with pytest.raises(HierTuneError, match=r"vision tower .* takes conv"):
+        apply_lora(bundle.model, LoraSpec("vision", targets=("attn",)))
+
+
+def test_fine_tuning_keeps_batch_norm_statistics(ragged):
+    """HierClip.train() trains the adapters but leaves a CNN's batch-norm layers in eval."""
+    bundle = _cnn_bundle()
+    apply_lora(bundle.model, LoraSpec("vision", rank=4, targets=("conv",)))
+    model = HierClip(bundle, ragged, ["a photo of a {name}."]).train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    before = norms[0].running_mean.clone()
+    model(torch.randn(4, 3, 64, 64))
+    torch.testing.assert_close(norms[0].running_mean, before)
+    assert model.training

@@ -60,6 +60,18 @@ class HierClip(nn.Module):
             persistent=False,
         )
 
+    def train(self, mode: bool = True) -> HierClip:
+        """Train mode for the adapters; batch-norm layers of a CNN tower stay in eval mode.
+
+        Fine-tuning adapts a frozen backbone: its running statistics were fitted in
+        pretraining, and a small fine-tuning batch would both use and overwrite them.
+        """
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
     @property
     def depth(self) -> int:
         return self.index.depth
