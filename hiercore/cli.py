@@ -127,9 +127,10 @@ def cmd_build_corpus(args) -> int:
 
 def _extra_commands():
     """Subcommands that live beside their subject (baselines, the embedded model)."""
+    from hiercore.claim_study import register_cli as register_claim_study
     from hiercore.pretrain import register_cli as register_pretrain
 
-    out = [register_pretrain]
+    out = [register_pretrain, register_claim_study]
     try:
         from hiercore.baselines.compare import register_cli
     except ModuleNotFoundError as exc:  # only while the baselines package is absent

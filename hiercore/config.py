@@ -41,6 +41,14 @@ class RunConfig:
     """Weight of the Hierarchy-Sibling Smoothed CE loss (0 turns it off)."""
     eps: float = 0.1
     """Sibling smoothing mass of HiSCE."""
+    ce_weight: float = 1.0
+    """Weight of the per-level CE (the claim study's (1 + alpha) * CE control raises it)."""
+    balance: float = 0.0
+    """Weight of TP-KL's label-free mass-balance term B alone (the CE + alpha * B control)."""
+    tpkl_temperature: float = 1.0
+    """Temperature of TP-KL's concatenated softmax (1: the paper's form; < 1 sharpens it)."""
+    tpkl_size_correction: bool = False
+    """Subtract log C_l from each level inside TP-KL, so level size alone is not unbalanced."""
     flat: bool = False
     """Train on the leaf level only (the flat CE baseline); TP-KL and HiSCE then see one level."""
     epochs: int = 5
@@ -83,6 +91,9 @@ class RunConfig:
             ("alpha", self.alpha >= 0),
             ("lam", self.lam >= 0),
             ("eps", 0 <= self.eps < 1),
+            ("ce_weight", self.ce_weight >= 0),
+            ("balance", self.balance >= 0),
+            ("tpkl_temperature", self.tpkl_temperature > 0),
             ("val_fraction", 0 <= self.val_fraction < 1),
             ("warmup_ratio", 0 <= self.warmup_ratio < 1),
         ]

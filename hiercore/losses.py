@@ -5,6 +5,17 @@ Implements the three terms of "Hierarchy-Aware Fine-Tuning of Vision-Language Mo
 over the concatenated logits of the labelled levels, as in OpenVINO Training Extensions'
 hierarchical classification head) and Hierarchy-Sibling Smoothed Cross-Entropy (HiSCE).
 
+TP-KL splits exactly into the per-level CE and a term that reads no label. With
+Z_l = sum_n exp(z^(l)_n) over the nodes of level l and k known levels,
+
+    TP-KL = mean_l CE_l + B - log k,      B = log(sum_l Z_l) - mean_l log Z_l,
+
+so CE + alpha * TP-KL = (1 + alpha) * CE + alpha * B + constant. `mass_balance` computes
+B, so that the two controls of the paper's claim ((1 + alpha) * CE and CE + alpha * B)
+can be trained and compared with TP-KL (FINDINGS.md section 1, `hiercore.claim_study`).
+B >= log k, with equality when every level holds the same logit mass Z_l; at uniform
+logits Z_l = C_l * exp(z), so B starts out pulling mass away from the largest level.
+
 Conventions shared with `decode` and `metrics`:
 
 - `logits` is a list of L tensors, `logits[l]` of shape (B, C_l) for level l + 1.
@@ -18,6 +29,7 @@ contribute nothing. Half-precision logits are promoted to float32 so that mixed-
 training does not lose the small log-probabilities of deep levels.
 """
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -70,34 +82,92 @@ def level_cross_entropy(logits: Sequence[Tensor], targets: Tensor) -> Tensor:
     return _batch_mean(total / n_known.clamp(min=1), n_known > 0)
 
 
-def tree_path_kl(logits: Sequence[Tensor], targets: Tensor) -> Tensor:
-    """KL(p || q) with q one softmax over the concatenated logits of the known levels.
+def _tpkl_inputs(
+    logits: Sequence[Tensor], temperature: float, size_correction: bool
+) -> list[Tensor]:
+    """The logits TP-KL's concatenated softmax sees: z / T, minus log C_l if corrected.
 
-    p puts 1/|K| on the true node of each known level, so
-    KL = -log|K| + logsumexp(concat) - (1/|K|) * sum_{l in K} z^(l)[y_l].
+    Subtracting log C_l makes Z_l the mean (not the sum) of exp(z) over a level, so that
+    uniform logits already balance the levels and B no longer acts on level size alone.
+    Per-level CE is unchanged by the shift (it is constant within a level).
     """
-    _check_shapes(logits, targets)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}.")
     zs = _promote(logits)
-    targets = targets.to(zs[0].device)
-    known = targets >= 0
-    n_known = known.sum(1)
-    labelled = n_known > 0
+    if temperature != 1.0:
+        zs = [z / temperature for z in zs]
+    if size_correction:
+        zs = [z - math.log(z.shape[1]) for z in zs]
+    return zs
+
+
+def _known_concat(zs: list[Tensor], known: Tensor) -> Tensor:
+    """Concatenated logits with unknown levels at -inf (rows with no known level kept)."""
+    labelled = known.any(1)
     # Unknown levels leave the softmax by becoming -inf. Rows with no known level keep
     # their logits so that logsumexp stays finite (an all -inf row would give NaN
     # gradients); _batch_mean drops those rows afterwards.
     drop = ~known & labelled.unsqueeze(1)
-    concat = torch.cat(
+    return torch.cat(
         [z.masked_fill(drop[:, level : level + 1], float("-inf")) for level, z in enumerate(zs)],
         dim=1,
     )
-    log_partition = torch.logsumexp(concat, dim=1)
+
+
+def tree_path_kl(
+    logits: Sequence[Tensor],
+    targets: Tensor,
+    temperature: float = 1.0,
+    size_correction: bool = False,
+) -> Tensor:
+    """KL(p || q) with q one softmax over the concatenated logits of the known levels.
+
+    p puts 1/|K| on the true node of each known level, so
+    KL = -log|K| + logsumexp(concat) - (1/|K|) * sum_{l in K} z^(l)[y_l].
+
+    The defaults are the paper's form. `temperature` divides the logits before the
+    softmax (T < 1 sharpens it, like a larger logit scale for this term only);
+    `size_correction` subtracts log C_l from level l first (see `_tpkl_inputs`).
+    """
+    _check_shapes(logits, targets)
+    zs = _tpkl_inputs(logits, temperature, size_correction)
+    targets = targets.to(zs[0].device)
+    known = targets >= 0
+    n_known = known.sum(1)
+    log_partition = torch.logsumexp(_known_concat(zs, known), dim=1)
     true_sum = torch.zeros_like(log_partition)
     for level, z in enumerate(zs):
         picked = _true_logit(z, targets[:, level])
         true_sum = true_sum + torch.where(known[:, level], picked, torch.zeros_like(picked))
     k = n_known.clamp(min=1).to(log_partition.dtype)
     per_sample = -torch.log(k) + log_partition - true_sum / k
-    return _batch_mean(per_sample, labelled)
+    return _batch_mean(per_sample, n_known > 0)
+
+
+def mass_balance(
+    logits: Sequence[Tensor],
+    targets: Tensor,
+    temperature: float = 1.0,
+    size_correction: bool = False,
+) -> Tensor:
+    """B = log(sum_l Z_l) - mean_l log Z_l over each sample's known levels, batch mean.
+
+    The label-free part of TP-KL: `targets` is read only for which levels are known,
+    never for the true nodes. For the same options,
+
+        tree_path_kl = level_cross_entropy(z / T) + mass_balance - mean over samples of log|K|
+
+    (exact up to rounding; `size_correction` leaves the CE unchanged). B >= log|K|.
+    """
+    _check_shapes(logits, targets)
+    zs = _tpkl_inputs(logits, temperature, size_correction)
+    known = targets.to(zs[0].device) >= 0
+    n_known = known.sum(1)
+    log_mass = torch.stack([torch.logsumexp(z, dim=1) for z in zs], dim=1)  # (B, L)
+    known_log_mass = torch.where(known, log_mass, torch.zeros_like(log_mass))
+    mean_log_mass = known_log_mass.sum(1) / n_known.clamp(min=1).to(log_mass.dtype)
+    per_sample = torch.logsumexp(_known_concat(zs, known), dim=1) - mean_log_mass
+    return _batch_mean(per_sample, n_known > 0)
 
 
 def _sibling_counts(parent_of: Tensor) -> Tensor:
@@ -151,27 +221,43 @@ def hierarchical_loss(
     alpha: float = 1.0,
     lam: float = 1.0,
     eps: float = 0.1,
+    ce_weight: float = 1.0,
+    balance: float = 0.0,
+    tpkl_temperature: float = 1.0,
+    tpkl_size_correction: bool = False,
 ) -> dict[str, Tensor]:
-    """The training objective L = CE + alpha * TP-KL + lam * HiSCE, with its terms.
+    """The objective ce_weight * CE + alpha * TP-KL + lam * HiSCE + balance * B, with its terms.
 
-    Returns {"ce", "tpkl", "hisce", "total"}; a term whose weight is 0 is not computed
-    and is reported as a zero tensor, so logging code can treat every run alike.
+    The defaults give the paper's L = CE + alpha * TP-KL + lam * HiSCE. `ce_weight` and
+    `balance` exist for the controls of the claim study: (1 + alpha) * CE and CE + alpha * B
+    (`mass_balance`); the TP-KL options are those of `tree_path_kl`.
+
+    Returns {"ce", "tpkl", "hisce", "total"} (the unweighted terms and the weighted sum),
+    plus "balance" when its weight is not 0; a term whose weight is 0 is not computed and
+    is reported as a zero tensor, so logging code can treat every run alike.
     """
     ce = level_cross_entropy(logits, targets)
     zero = torch.zeros((), dtype=ce.dtype, device=ce.device)
-    tpkl = tree_path_kl(logits, targets) if alpha != 0 else zero
+    tpkl_options = {"temperature": tpkl_temperature, "size_correction": tpkl_size_correction}
+    tpkl = tree_path_kl(logits, targets, **tpkl_options) if alpha != 0 else zero
     smoothed = hisce(logits, targets, parents, eps=eps) if lam != 0 else zero
-    total = ce
+    total = ce if ce_weight == 1.0 else ce_weight * ce
     if alpha != 0:
         total = total + alpha * tpkl
     if lam != 0:
         total = total + lam * smoothed
-    return {"ce": ce, "tpkl": tpkl, "hisce": smoothed, "total": total}
+    out = {"ce": ce, "tpkl": tpkl, "hisce": smoothed}
+    if balance != 0:
+        out["balance"] = mass_balance(logits, targets, **tpkl_options)
+        total = total + balance * out["balance"]
+    out["total"] = total
+    return out
 
 
 __all__ = [
     "hierarchical_loss",
     "hisce",
     "level_cross_entropy",
+    "mass_balance",
     "tree_path_kl",
 ]

@@ -183,7 +183,16 @@ def train(
                 node_feats = model.encode_nodes() if text_trains else frozen_nodes
                 logits = model.level_logits(feats, node_feats)
                 terms = hierarchical_loss(
-                    logits, targets, parents, config.alpha, config.lam, config.eps
+                    logits,
+                    targets,
+                    parents,
+                    config.alpha,
+                    config.lam,
+                    config.eps,
+                    ce_weight=config.ce_weight,
+                    balance=config.balance,
+                    tpkl_temperature=config.tpkl_temperature,
+                    tpkl_size_correction=config.tpkl_size_correction,
                 )
             (terms["total"] / config.grad_accum).backward()
             micro += 1
@@ -307,7 +316,8 @@ def _save_checkpoint(ckpt: Path, model, optimizer, schedule, epoch, step, histor
 
 def _load_checkpoint(ckpt: Path, model, optimizer, schedule, config: RunConfig):
     state = json.loads((ckpt / "state.json").read_text())
-    saved = dict(state["config"])
+    # settings added after the checkpoint was written take their defaults
+    saved = {**RunConfig().to_dict(), **state["config"]}
     now = config.to_dict()
     for key in ("epochs", "max_steps", "device", "eval_every_epoch"):
         saved.pop(key, None)

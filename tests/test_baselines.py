@@ -50,6 +50,7 @@ ZERO_SHOT = {"zero-shot", "zero-shot-chils"}
 TRAINING_FREE = ZERO_SHOT | {"tip-adapter"}
 LEAF_ONLY = {"zero-shot-chils", "flat-ce", "tip-adapter", "tip-adapter-f"}
 LORA = {"flat-ce", "level-ce", "tpkl", "hisce", "tpkl-hisce"}
+LORA |= {"flat-ce-marginal", "ce-scaled", "ce-balance", "tpkl-size"}  # the claim study's
 
 
 def budget(name: str) -> dict:
@@ -116,6 +117,10 @@ def test_registry_holds_every_method_of_the_spec():
         "tpkl",
         "hisce",
         "tpkl-hisce",
+        "flat-ce-marginal",
+        "ce-scaled",
+        "ce-balance",
+        "tpkl-size",
         "coop",
         "clip-adapter",
         "tip-adapter",

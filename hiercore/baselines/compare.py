@@ -372,7 +372,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     finally:
         bars.close()
-    shown = ["method", "fpa_mean", "tice_mean", "tice_consistent_mean", "trainable_pct"]
+    shown = ["method", "fpa_mean", "fpa_consistent_mean", "tice_mean", "trainable_pct"]
     print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     out = Path(args.out)
     print(f"wrote {out / 'comparison.csv'} and {out / 'comparison.md'}")

@@ -8,11 +8,18 @@ epochs, batch size, learning rate and seed) with only the loss changed:
 - ``level-ce``: per-level cross-entropy (alpha = lambda = 0);
 - ``tpkl``: + Tree-Path KL (lambda = 0);
 - ``hisce``: + Hierarchy-Sibling Smoothed CE (alpha = 0);
-- ``tpkl-hisce``: + both, the paper's method.
+- ``tpkl-hisce``: + both, the paper's method;
+- ``flat-ce-marginal``: the flat run with each ancestor scored by the probability mass of
+  its leaves (parents marginalised, as in Valmadre, NeurIPS 2022);
+- ``ce-scaled`` and ``ce-balance``: the controls of the claim study. CE + alpha * TP-KL
+  equals (1 + alpha) * CE + alpha * B + a constant, with B the label-free mass-balance
+  term (`hiercore.losses.mass_balance`); these rows train each half alone;
+- ``tpkl-size``: + TP-KL with level size corrected (``tpkl_size_correction``), a variant.
 
-A row keeps the run's alpha (TP-KL weight) and lambda (HiSCE weight) where its loss uses
-them, and falls back to 1 where the run set them to 0. The run folder that `train`
-writes (adapter, history, predictions) is kept as ``run/`` inside the row's folder.
+A row keeps the run's alpha (TP-KL weight, also the controls' alpha) and lambda (HiSCE
+weight) where its loss uses them, and falls back to 1 where the run set them to 0. The
+run folder that `train` writes (adapter, history, predictions) is kept as ``run/`` inside
+the row's folder.
 """
 
 from __future__ import annotations
@@ -35,21 +42,42 @@ class LoraLoss(Method):
 
     needs_lora = True
 
-    def __init__(self, tpkl: bool, hisce: bool, flat: bool = False) -> None:
+    def __init__(
+        self,
+        tpkl: bool,
+        hisce: bool,
+        flat: bool = False,
+        control: str | None = None,
+        marginal: bool = False,
+        size_correction: bool = False,
+    ) -> None:
+        if control not in (None, "scaled", "balance"):
+            raise ValueError(f"control must be None, 'scaled' or 'balance', not {control!r}.")
         self.tpkl, self.hisce, self.flat = tpkl, hisce, flat
+        self.control, self.marginal, self.size_correction = control, marginal, size_correction
         if flat:
-            self.notes = "LoRA; leaf CE only; ancestors of the best leaf"
+            how = "parents marginalised" if marginal else "ancestors of the best leaf"
+            self.notes = f"LoRA; leaf CE only; {how}"
+        elif control == "scaled":
+            self.notes = "LoRA; (1 + alpha) * per-level CE (control for TP-KL's CE half)"
+        elif control == "balance":
+            self.notes = "LoRA; per-level CE + alpha * B (control: TP-KL's label-free half)"
         else:
-            terms = ["CE"] + (["TP-KL"] if tpkl else []) + (["HiSCE"] if hisce else [])
+            tp = "TP-KL (size-corrected)" if size_correction else "TP-KL"
+            terms = ["CE"] + ([tp] if tpkl else []) + (["HiSCE"] if hisce else [])
             self.notes = "LoRA; per-level " + " + ".join(terms)
 
     def run_config(self, config: RunConfig) -> RunConfig:
+        alpha = config.alpha or 1.0
         return replace(
             config,
             method=self.name or config.method,
-            alpha=(config.alpha or 1.0) if self.tpkl else 0.0,
+            alpha=alpha if self.tpkl else 0.0,
             lam=(config.lam or 1.0) if self.hisce else 0.0,
             flat=self.flat,
+            ce_weight=1.0 + alpha if self.control == "scaled" else 1.0,
+            balance=alpha if self.control == "balance" else 0.0,
+            tpkl_size_correction=self.size_correction,
         )
 
     def fit(
@@ -74,7 +102,7 @@ class LoraLoss(Method):
             true = npz["true"]
         parents = [np.asarray(p) for p in index.parents]
         if self.flat:
-            logits = levels_from_leaf_scores(logits[-1], parents)
+            logits = levels_from_leaf_scores(logits[-1], parents, marginal=self.marginal)
         m = run.metrics
         trainable = int(m.get("trainable_params", 0))
         result = MethodResult(
@@ -88,7 +116,13 @@ class LoraLoss(Method):
             state=run.state,
             notes=self.notes,
             leaf_only=self.flat,
-            extra={"steps": m.get("steps"), "alpha": run_config.alpha, "lam": run_config.lam},
+            extra={
+                "steps": m.get("steps"),
+                "alpha": run_config.alpha,
+                "lam": run_config.lam,
+                "ce_weight": run_config.ce_weight,
+                "balance": run_config.balance,
+            },
         )
         result.save(out_dir)
         return result
@@ -117,3 +151,23 @@ def hisce(**kw) -> Method:
 @register_method("tpkl-hisce")
 def tpkl_hisce(**kw) -> Method:
     return LoraLoss(tpkl=True, hisce=True, **kw)
+
+
+@register_method("flat-ce-marginal")
+def flat_ce_marginal(**kw) -> Method:
+    return LoraLoss(tpkl=False, hisce=False, flat=True, marginal=True, **kw)
+
+
+@register_method("ce-scaled")
+def ce_scaled(**kw) -> Method:
+    return LoraLoss(tpkl=False, hisce=False, control="scaled", **kw)
+
+
+@register_method("ce-balance")
+def ce_balance(**kw) -> Method:
+    return LoraLoss(tpkl=False, hisce=False, control="balance", **kw)
+
+
+@register_method("tpkl-size")
+def tpkl_size(**kw) -> Method:
+    return LoraLoss(tpkl=True, hisce=False, size_correction=True, **kw)

@@ -88,17 +88,28 @@ class MethodResult:
 
 
 def levels_from_leaf_scores(
-    leaf_scores: np.ndarray | torch.Tensor, parents: list[np.ndarray] | list[torch.Tensor]
+    leaf_scores: np.ndarray | torch.Tensor,
+    parents: list[np.ndarray] | list[torch.Tensor],
+    marginal: bool = False,
 ) -> list[np.ndarray]:
-    """Per-level logits from leaf scores (N, C_L): best leaf log-probability per subtree."""
+    """Per-level logits from leaf scores (N, C_L): best leaf log-probability per subtree.
+
+    With `marginal`, a node's logit is instead the log of its subtree's total leaf
+    probability (parents marginalised), so every level is a proper distribution and the
+    decodings may differ from the best leaf's path.
+    """
     scores = torch.as_tensor(np.asarray(leaf_scores, dtype=np.float32))
     current = torch.log_softmax(scores, dim=1)
     out = [current]
     for level in range(len(parents) - 1, 0, -1):
         par = torch.as_tensor(np.asarray(parents[level], dtype=np.int64))
         # padding makes every node of level l-1 a parent at level l: no -inf remains
+        index = par.expand(current.shape[0], -1)
         up = torch.full((current.shape[0], len(parents[level - 1])), -torch.inf)
-        up = up.scatter_reduce(1, par.expand(current.shape[0], -1), current, "amax")
+        up = up.scatter_reduce(1, index, current, "amax")
+        if marginal:  # log-sum-exp per subtree, shifted by its max so nothing underflows
+            shifted = (current - up.gather(1, index)).exp()
+            up = up + torch.zeros_like(up).scatter_add(1, index, shifted).log()
         out.append(up)
         current = up
     return [z.numpy() for z in out[::-1]]
