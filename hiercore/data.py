@@ -111,10 +111,14 @@ def samples_from_manifest(
     as is every column that is not one of the taxonomy's rank names when a taxonomy with
     rank names is given.
 
-    Paths are relative to the CSV's folder (absolute paths are kept). Blank trailing
-    level cells give a partial label; a row with every level blank is unlabelled. With
-    `taxonomy`, every name path must already exist in it; without, the taxonomy is built
-    from the rows (header = rank names, ids derived from name paths).
+    Paths are relative to the CSV's folder (absolute paths are kept), which suits the CLI
+    reading its own files; the cell as written is kept in `extra["path_cell"]`. Nothing
+    here opens the image files, and an uploaded manifest's paths must never be opened as
+    they are: the studio resolves them against the upload instead (`hiercore.ingest`).
+
+    Blank trailing level cells give a partial label; a row with every level blank is
+    unlabelled. With `taxonomy`, every name path must already exist in it; without, the
+    taxonomy is built from the rows (header = rank names, ids derived from name paths).
     """
     csv_path = Path(csv_path)
     source = csv_path.name
@@ -176,6 +180,7 @@ def samples_from_manifest(
                 raise DataError(f"{where}: {' / '.join(names)!r} is not a path of the taxonomy.")
         path = base / row[path_col]
         extra = {"line": line, **{header[i]: row[i] for i in extra_cols}}
+        extra["path_cell"] = row[path_col]
         samples.append(Sample(str(path), node, split, extra))
     if builder is not None:
         if not builder.records:

@@ -7,8 +7,12 @@ level, see `hiercore.data.samples_from_manifest`). `import_files` sorts them out
 - a zip is unpacked with `hiercore.data.extract_zip_safely` (absolute and '..' entries,
   symlinks and zip bombs are refused); a manifest inside it labels its images, else
   class folders do (`samples_from_folder_tree`), else its images come in unlabelled;
-- a manifest's paths are looked up beside it, then among the other uploaded files and
-  unpacked zips by relative path or file name (a browser upload loses the folders);
+- a manifest may only name files of the same upload: its paths are looked up, without
+  touching the disk, among the files unpacked from its zip by relative path, then among
+  all uploaded files by file name (a browser upload loses the folders). Absolute paths
+  and paths that climb out of the upload ('..') are refused row by row, so a manifest
+  cannot make the server read, copy or even stat a file that was not uploaded (the CLI's
+  `samples_from_manifest` reads local paths; it is not reached from here);
 - labels are name paths, mapped onto the project's taxonomy; paths it lacks are added
   to it in one undoable edit, or refused when `add_missing_nodes` is off;
 - a manifest's `split` column pins its images to the train or val side of every run;
@@ -20,7 +24,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from hiercore.data import is_image_file, samples_from_folder_tree, samples_from_manifest
 from hiercore.errors import DataError
@@ -76,8 +80,8 @@ def import_files(
         raise DataError("Choose some images, a zip or a CSV manifest to import.")
     summary = ImportSummary()
     with tempfile.TemporaryDirectory(prefix="hiertune-import-") as tmp:
-        loose: list[Path] = []
-        manifests: list[Path] = []
+        upload = _Upload()
+        manifests: list[tuple[Path, Path | None]] = []  # (manifest, root of its zip)
         folder_sets: list[_Labelled] = []
         for i, f in enumerate(files):
             path = Path(f)
@@ -87,22 +91,23 @@ def import_files(
                 extracted = _unpack(path, root)
                 inner = [p for p in extracted if p.suffix.lower() == ".csv"]
                 if inner:
-                    manifests.extend(inner)
-                    loose_in_zip = [p for p in extracted if is_image_file(p)]
-                    loose.extend(loose_in_zip)  # resolved by the manifests below
+                    manifests.extend((m, root) for m in inner)
+                    for p in extracted:  # resolved by the manifests below
+                        if is_image_file(p):
+                            upload.add(p, root)
                 else:
                     folder_sets.extend(_zip_samples(content_root(root), extracted))
             elif suffix in (".csv", ".tsv"):
-                manifests.append(path)
+                manifests.append((path, None))
             elif is_image_file(path):
-                loose.append(path)
+                upload.add(path, None)
             else:
                 summary.rejected.append((path.name, "not an image, a zip or a CSV manifest"))
         listed: list[_Labelled] = []
         claimed: set[Path] = set()
-        for manifest in manifests:
-            listed.extend(_manifest_samples(manifest, loose, claimed, summary))
-        free = [_Labelled(str(p), None) for p in loose if p.resolve() not in claimed]
+        for manifest, root in manifests:
+            listed.extend(_manifest_samples(manifest, root, upload, claimed, summary))
+        free = [_Labelled(str(p), None) for p in upload.files if p not in claimed]
         samples = listed + folder_sets
         _store(workspace, project_id, samples, free, label, add_missing_nodes, summary)
     return summary
@@ -147,43 +152,85 @@ def _zip_samples(root: Path, extracted: list[Path]) -> list[_Labelled]:
     ]
 
 
+class _Upload:
+    """The image files of one import, found by name or by path inside their zip.
+
+    Manifest rows are resolved against this index only, never against the disk.
+    """
+
+    def __init__(self) -> None:
+        self.files: list[Path] = []
+        self.by_name: dict[str, list[Path]] = {}
+        self.inside: dict[Path, tuple[str, ...]] = {}
+        """Path of each unpacked file relative to its zip's root (loose files: its name)."""
+        self.by_zip_path: dict[tuple[Path, tuple[str, ...]], Path] = {}
+
+    def add(self, path: Path, zip_root: Path | None) -> None:
+        parts = path.relative_to(zip_root).parts if zip_root is not None else (path.name,)
+        self.files.append(path)
+        self.by_name.setdefault(path.name, []).append(path)
+        self.inside[path] = parts
+        if zip_root is not None:
+            self.by_zip_path[(zip_root, parts)] = path
+
+
 def _manifest_samples(
-    manifest: Path, pool: list[Path], claimed: set[Path], summary: ImportSummary
+    manifest: Path,
+    zip_root: Path | None,
+    upload: _Upload,
+    claimed: set[Path],
+    summary: ImportSummary,
 ) -> list[_Labelled]:
-    """Rows of a manifest, each resolved to a file beside it or among the uploads."""
+    """Rows of a manifest, each resolved to a file of the same upload (see module doc)."""
     tax, samples = samples_from_manifest(manifest)
-    by_name: dict[str, list[Path]] = {}
-    for p in pool:
-        by_name.setdefault(p.name, []).append(p)
+    folder = manifest.parent.relative_to(zip_root).parts if zip_root is not None else ()
     out = []
     for s in samples:
-        found = _resolve(Path(s.path), manifest.parent, by_name)
+        cell = s.extra["path_cell"]
+        where = f"{manifest.name} line {s.extra['line']}"
+        found, why = _resolve(cell, folder, zip_root, upload, where)
         if found is None:
-            summary.rejected.append(
-                (Path(s.path).name, f"listed in {manifest.name} but not uploaded")
-            )
+            summary.rejected.append((cell, why))
             continue
-        claimed.add(found.resolve())
+        claimed.add(found)
         names = tuple(tax.path_names(s.node_id)) if s.node_id else None
         out.append(_Labelled(str(found), names, s.split))
     return out
 
 
-def _resolve(path: Path, base: Path, by_name: dict[str, list[Path]]) -> Path | None:
-    if path.is_file():
-        return path
-    candidates = by_name.get(path.name, [])
-    if len(candidates) == 1:
-        return candidates[0]
-    # several uploads share the file name: prefer the one whose folders match the row
-    try:
-        rel = path.relative_to(base).parts
-    except ValueError:
-        rel = path.parts
-    for c in candidates:
-        if c.parts[-len(rel) :] == rel:
-            return c
-    return None
+def _resolve(
+    cell: str, folder: tuple[str, ...], zip_root: Path | None, upload: _Upload, where: str
+) -> tuple[Path | None, str]:
+    """(uploaded file a manifest cell names, '') or (None, why not), by lookups alone."""
+    text = cell.replace("\\", "/")
+    if text.startswith(("/", "~")) or PureWindowsPath(cell).drive:
+        return None, f"an absolute path in {where} (only files uploaded with it can be named)"
+    parts = list(folder)
+    for part in text.split("/"):
+        if part == "..":
+            if not parts:
+                return None, f"points outside the upload ('..') in {where}"
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    if not parts:
+        return None, f"not a file name in {where}"
+    wanted = tuple(parts)
+    if zip_root is not None and (zip_root, wanted) in upload.by_zip_path:
+        return upload.by_zip_path[(zip_root, wanted)], ""
+    candidates = upload.by_name.get(wanted[-1], [])
+    if len(candidates) > 1:
+        # several uploads share the file name: take the one whose folders end like the row's
+        candidates = [c for c in candidates if _ends_with(upload.inside[c], wanted)]
+        if len(candidates) != 1:
+            return None, f"listed in {where}, but several uploaded files have that name"
+    if not candidates:
+        return None, f"listed in {where} but not uploaded"
+    return candidates[0], ""
+
+
+def _ends_with(parts: tuple[str, ...], tail: tuple[str, ...]) -> bool:
+    return len(parts) >= len(tail) and parts[-len(tail) :] == tail
 
 
 def _store(

@@ -1,0 +1,209 @@
+"""Hostile input: every case is generated here, and each one asserts a clear refusal, an
+unchanged workspace and, where a file outside the upload is named, that it is never read.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import write_image
+
+from hiercore.ingest import import_files
+from hiercore.store import Workspace
+
+# ---------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def file_access_spy():
+    """Record every path opened, stat'ed or listed while the block runs."""
+    seen: list[str] = []
+    patched = {
+        (builtins, "open"),
+        (io, "open"),
+        (os, "open"),
+        (os, "stat"),
+        (os, "lstat"),
+        (os, "scandir"),
+        (os, "listdir"),
+        (os, "access"),
+    }
+    originals = {(mod, name): getattr(mod, name) for mod, name in patched}
+
+    def spy(original):
+        def wrapper(path=".", *args, **kwargs):
+            if isinstance(path, str | bytes | os.PathLike):
+                seen.append(os.fsdecode(os.fspath(path)))
+            return original(path, *args, **kwargs)
+
+        return wrapper
+
+    for (mod, name), original in originals.items():
+        setattr(mod, name, spy(original))
+    try:
+        yield seen
+    finally:
+        for (mod, name), original in originals.items():
+            setattr(mod, name, original)
+
+
+def state(ws: Workspace, pid: int) -> tuple:
+    """What an import could change: images, labels, the taxonomy and its history, files."""
+    files = sorted(
+        p.relative_to(ws.root).as_posix() for p in (ws.root / "projects").rglob("*") if p.is_file()
+    )
+    return (
+        ws.images(pid).to_dict("records"),
+        ws.taxonomy(pid).to_dict(),
+        ws.history(pid),
+        files,
+    )
+
+
+@pytest.fixture
+def ws(tmp_path):
+    with Workspace(tmp_path / "ws") as w:
+        yield w
+
+
+@pytest.fixture
+def secret(tmp_path) -> Path:
+    """A real image outside every upload: a manifest must never reach it."""
+    return write_image(tmp_path / "outside" / "secret.png", (200, 10, 10))
+
+
+def climb_to(target: Path) -> str:
+    """A relative path that, followed from any folder, climbs to / and down to `target`."""
+    return "../" * 40 + str(target).lstrip("/")
+
+
+def write_manifest(path: Path, cells: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["path,class"] + [f'"{c}",Aves' for c in cells]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------- D1: manifest paths
+
+
+def hostile_cells(secret: Path) -> dict[str, tuple[str, str]]:
+    """case -> (path cell, words the refusal must contain)."""
+    return {
+        "etc-passwd": ("/etc/passwd", "absolute path"),
+        "proc-environ": ("/proc/self/environ", "absolute path"),
+        "absolute-real-image": (str(secret), "absolute path"),
+        "dot-dot": (climb_to(secret), "points outside the upload"),
+        "backslash-dot-dot": (climb_to(secret).replace("/", "\\"), "points outside the upload"),
+        "windows-drive": ("C:\\outside\\secret.png", "absolute path"),
+        "home": ("~/secret.png", "absolute path"),
+    }
+
+
+CASES = list(hostile_cells(Path("/x")))
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("packed", ["loose", "zip"])
+def test_manifest_cannot_name_a_file_outside_the_upload(ws, tmp_path, secret, case, packed):
+    pid = ws.create_project("p")
+    before = state(ws, pid)
+    cell, words = hostile_cells(secret)[case]
+    manifest = write_manifest(tmp_path / "upload" / "manifest.csv", [cell])
+    upload = manifest
+    if packed == "zip":
+        upload = tmp_path / "upload" / "pack.zip"
+        with zipfile.ZipFile(upload, "w") as zf:
+            zf.write(manifest, "pack/manifest.csv")
+    with file_access_spy() as seen:
+        summary = import_files(ws, pid, [upload])
+    assert summary.added == 0 and summary.nodes_added == 0
+    assert len(summary.rejected) == 1
+    name, why = summary.rejected[0]
+    assert name == cell
+    assert words in why and "manifest.csv line 2" in why
+    assert summary.sentence().count(".") >= 1 and "refused" in summary.sentence()
+    touched = [p for p in seen if "outside" in p or p.startswith(("/etc", "/proc", "C:", "~"))]
+    assert touched == []
+    assert state(ws, pid) == before
+
+
+def test_refusal_does_not_reveal_whether_the_file_exists(ws, tmp_path, secret):
+    pid = ws.create_project("p")
+    manifest = write_manifest(
+        tmp_path / "m.csv", [str(secret), str(secret.with_name("missing.png"))]
+    )
+    rejected = import_files(ws, pid, [manifest]).rejected
+    reasons = [why.replace("line 2", "line N").replace("line 3", "line N") for _, why in rejected]
+    assert len(reasons) == 2 and reasons[0] == reasons[1]
+
+
+def test_manifest_next_to_an_unuploaded_image_does_not_import_it(ws, tmp_path):
+    """Files beside a manifest on the server are not part of the upload."""
+    pid = ws.create_project("p")
+    beside = write_image(tmp_path / "upload" / "beside.png")
+    manifest = write_manifest(tmp_path / "upload" / "m.csv", ["beside.png"])
+    with file_access_spy() as seen:
+        summary = import_files(ws, pid, [manifest])
+    assert summary.added == 0
+    assert summary.rejected == [("beside.png", "listed in m.csv line 2 but not uploaded")]
+    assert str(beside) not in seen
+    assert ws.images(pid).empty
+
+
+def test_zip_manifest_resolves_inside_the_zip_and_refuses_the_rest(ws, tmp_path, secret):
+    pid = ws.create_project("p")
+    src = tmp_path / "src"
+    write_image(src / "img" / "a.png", (1, 2, 3))
+    write_image(src / "img" / "b.png", (4, 5, 6))
+    manifest = write_manifest(
+        src / "labels" / "m.csv",
+        ["../img/a.png", "./../img/sub/../b.png", str(secret), climb_to(secret)],
+    )
+    archive = tmp_path / "pack.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in [src / "img" / "a.png", src / "img" / "b.png", manifest]:
+            zf.write(p, "wrapper/" + p.relative_to(src).as_posix())
+    with file_access_spy() as seen:
+        summary = import_files(ws, pid, [archive])
+    assert (summary.added, summary.labelled) == (2, 2)
+    assert [why.split(" in ")[0] for _, why in summary.rejected] == [
+        "an absolute path",
+        "points outside the upload ('..')",
+    ]
+    assert not [p for p in seen if "outside" in p]
+    assert sorted(ws.images(pid)["name"]) == ["a.png", "b.png"]
+    assert set(ws.images(pid)["label"]) == {"Aves"}
+
+
+def test_a_shared_file_name_needs_the_folder_to_tell_the_files_apart(ws, tmp_path):
+    pid = ws.create_project("p")
+    manifest = write_manifest(tmp_path / "m.csv", ["set1/a.png", "a.png"])
+    pack = tmp_path / "pack.zip"
+    with zipfile.ZipFile(pack, "w") as zf:
+        zf.write(manifest, "m.csv")
+        for k in range(2):
+            image = write_image(tmp_path / f"set{k}" / "a.png", (9 + 90 * k, 9, 9))
+            zf.write(image, f"set{k}/a.png")
+    summary = import_files(ws, pid, [pack])
+    assert summary.rejected == [
+        ("a.png", "listed in m.csv line 3, but several uploaded files have that name")
+    ]
+    # set1/a.png is labelled by its row; set0/a.png, listed by no row, comes in unlabelled
+    assert (summary.added, summary.labelled) == (2, 1)
+
+
+def test_the_cli_manifest_reader_still_takes_local_paths(tmp_path, secret):
+    """`python -m hiercore train --data m.csv` reads the user's own files, as documented."""
+    from hiercore.data import samples_from_manifest
+
+    manifest = write_manifest(tmp_path / "data" / "m.csv", ["img/a.png", str(secret)])
+    _, samples = samples_from_manifest(manifest)
+    assert [s.path for s in samples] == [str(tmp_path / "data" / "img" / "a.png"), str(secret)]
+    assert [s.extra["path_cell"] for s in samples] == ["img/a.png", str(secret)]
