@@ -207,3 +207,56 @@ def test_the_cli_manifest_reader_still_takes_local_paths(tmp_path, secret):
     _, samples = samples_from_manifest(manifest)
     assert [s.path for s in samples] == [str(tmp_path / "data" / "img" / "a.png"), str(secret)]
     assert [s.extra["path_cell"] for s in samples] == ["img/a.png", str(secret)]
+
+
+# ---------------------------------------------------------------- D9: what HTTP serves
+
+
+@pytest.fixture(scope="module")
+def served_studio(tmp_path_factory):
+    from test_webapp_api import free_port
+
+    from webapp.app import launch
+
+    root = tmp_path_factory.mktemp("served")
+    port = free_port()
+    app, studio = launch(root / "ws", port=port, prevent_thread_lock=True)
+    pid = studio.workspace.create_project("p")
+    image = write_image(root / "a.png")
+    studio.workspace.add_images(pid, [("a.png", image)])
+    (studio.root / "exports" / str(pid)).mkdir(parents=True)
+    (studio.root / "exports" / str(pid) / "taxonomy.csv").write_text("a,b\n")
+    (studio.root / "notes.txt").write_text("not for the web")
+    yield f"http://127.0.0.1:{port}/gradio_api/file=", studio, pid
+    app.close()
+    studio.close()
+
+
+def http_status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("name", ["hiertune.sqlite", "hiertune.sqlite-wal", "hiertune.sqlite-shm"])
+def test_the_database_is_not_served(served_studio, name):
+    base, studio, pid = served_studio
+    path = studio.root.resolve() / name
+    assert path.is_file()  # it exists, so a refusal is the block and not a 404
+    assert http_status(base + str(path)) != 200
+    sneaky = studio.root.resolve() / "projects" / str(pid) / "images" / ".." / ".." / ".." / name
+    assert http_status(base + str(sneaky)) != 200
+
+
+def test_only_images_and_exports_are_served(served_studio):
+    base, studio, pid = served_studio
+    image = studio.workspace.images(pid)["path"].iloc[0]
+    assert http_status(base + str(Path(image).resolve())) == 200
+    export = studio.root.resolve() / "exports" / str(pid) / "taxonomy.csv"
+    assert http_status(base + str(export)) == 200
+    assert http_status(base + str(studio.root.resolve() / "notes.txt")) != 200
