@@ -260,3 +260,67 @@ def test_only_images_and_exports_are_served(served_studio):
     export = studio.root.resolve() / "exports" / str(pid) / "taxonomy.csv"
     assert http_status(base + str(export)) == 200
     assert http_status(base + str(studio.root.resolve() / "notes.txt")) != 200
+
+
+# ---------------------------------------------------------------- D2: deep and cyclic trees
+
+
+def edge_csv(rows: list[tuple[str, str, str]]) -> bytes:
+    lines = ["id,name,parent_id,description"] + [f"{i},{n},{p}," for i, n, p in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def chain(n: int, prefix: str = "n", top: str = "") -> list[tuple[str, str, str]]:
+    return [(f"{prefix}{i}", f"N{prefix}{i}", f"{prefix}{i - 1}" if i else top) for i in range(n)]
+
+
+@pytest.mark.timeout(30)
+def test_a_5000_node_chain_is_refused_quickly_by_the_depth_limit():
+    from hiercore.errors import TaxonomyError
+    from hiercore.taxonomy.formats import load_taxonomy
+    from hiercore.taxonomy.pathtree import MAX_DEPTH
+
+    with pytest.raises(TaxonomyError) as exc:
+        load_taxonomy(edge_csv(chain(5000)), "edge_csv", name="taxonomy.csv")
+    message = str(exc.value)
+    assert message == (
+        f"taxonomy.csv line {MAX_DEPTH + 2}: 'Nn{MAX_DEPTH}' is {MAX_DEPTH + 1} levels deep, "
+        f"more than the {MAX_DEPTH} a taxonomy may have."
+    )
+
+
+@pytest.mark.timeout(30)
+def test_5000_nodes_at_the_depth_limit_validate_quickly():
+    from hiercore.taxonomy.formats import load_taxonomy
+    from hiercore.taxonomy.pathtree import MAX_DEPTH
+
+    rows = [r for k in range(10) for r in chain(MAX_DEPTH, prefix=f"c{k}-")]
+    tax = load_taxonomy(edge_csv(rows), "edge_csv", name="taxonomy.csv")
+    assert len(tax) == 10 * MAX_DEPTH and tax.max_depth == MAX_DEPTH
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("cycle_length", [1, 3, 5000])
+def test_a_cycle_in_a_big_file_is_refused_naming_a_node(cycle_length):
+    from hiercore.errors import TaxonomyError
+    from hiercore.taxonomy.formats import load_taxonomy
+
+    rows = chain(400)  # a long tail hanging from the cycle, listed first
+    rows[0] = ("n0", "Nn0", "k0")
+    ring = [(f"k{i}", f"K{i}", f"k{(i + 1) % cycle_length}") for i in range(cycle_length)]
+    with pytest.raises(TaxonomyError) as exc:
+        load_taxonomy(edge_csv(rows + ring), "edge_csv", name="taxonomy.csv")
+    message = str(exc.value)
+    assert message.startswith("taxonomy.csv line 402: 'K0' is its own ancestor (K0 -> ")
+    assert message.endswith("-> K0).") and "\n" not in message and len(message) < 300
+
+
+def test_a_wide_csv_deeper_than_the_limit_is_refused():
+    from hiercore.errors import TaxonomyError
+    from hiercore.taxonomy.formats import load_taxonomy
+    from hiercore.taxonomy.pathtree import MAX_DEPTH
+
+    header = ",".join(f"rank{i}" for i in range(MAX_DEPTH + 1))
+    row = ",".join(f"n{i}" for i in range(MAX_DEPTH + 1))
+    with pytest.raises(TaxonomyError, match=r"line 2: 'n500' is 501 levels deep"):
+        load_taxonomy(f"{header}\n{row}\n".encode(), "wide_csv", name="wide.csv")
