@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hiercore.errors import HierTuneError
 from hiercore.models.lora import TOWERS, LoraSpec
+from hiercore.models.prompts import check_templates
 
 
 @dataclass
@@ -89,6 +90,8 @@ class RunConfig:
         for name, ok in checks:
             if not ok:
                 raise HierTuneError(f"Run setting {name}={getattr(self, name)!r} is out of range.")
+        if self.templates is not None:
+            self.templates = check_templates(self.templates)
 
     @property
     def lora_spec(self) -> LoraSpec:

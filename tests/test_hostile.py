@@ -324,3 +324,51 @@ def test_a_wide_csv_deeper_than_the_limit_is_refused():
     row = ",".join(f"n{i}" for i in range(MAX_DEPTH + 1))
     with pytest.raises(TaxonomyError, match=r"line 2: 'n500' is 501 levels deep"):
         load_taxonomy(f"{header}\n{row}\n".encode(), "wide_csv", name="wide.csv")
+
+
+# ---------------------------------------------------------------- D5: prompt templates
+
+BAD_TEMPLATES = {
+    "width": ("{name:x>5000000}", "formats the field {name} with ':x>5000000'"),
+    "nested-spec": ("{name:{parent}}", "formats the field {name}"),
+    "conversion": ("a {name!r}", "formats the field {name} with '!r'"),
+    "attribute": ("{name.__class__}", "unknown field {name.__class__}"),
+    "index": ("{name[0]}", "unknown field {name[0]}"),
+    "positional": ("{} {name}", "unknown field {}"),
+    "long": ("a photo of {name} " + "x" * 400, "characters long"),
+    "broken": ("a {name", "not a valid template"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TEMPLATES))
+def test_bad_templates_are_refused_by_the_config_and_the_form(case):
+    from hiercore.config import RunConfig
+    from hiercore.errors import HierTuneError
+    from webapp.tabs.train import build_config
+
+    template, words = BAD_TEMPLATES[case]
+    form = ["default", "", "both", 8, 16, 1, 1, 0.1, 1, 8, 1e-4, 0.2, None, 0]
+    for make in (
+        lambda: RunConfig(templates=["a photo of a {name}.", template]),
+        lambda: RunConfig.from_dict({"templates": [template]}),
+        lambda: build_config(*form, "a photo of a {name}.\n" + template),
+    ):
+        with pytest.raises(HierTuneError) as exc:
+            make()
+        message = str(exc.value)
+        assert words in message and message.endswith(".") and "\n" not in message
+        assert len(message) < 300
+
+
+def test_too_many_or_non_text_templates_are_refused():
+    from hiercore.config import RunConfig
+    from hiercore.errors import HierTuneError
+    from hiercore.models.prompts import MAX_TEMPLATES
+
+    with pytest.raises(HierTuneError, match=f"at most {MAX_TEMPLATES} prompt templates"):
+        RunConfig(templates=[f"{{name}} {i}" for i in range(MAX_TEMPLATES + 1)])
+    for bad in ("a photo of a {name}.", [3], {"t": "{name}"}):
+        with pytest.raises(HierTuneError, match="must be a list of strings"):
+            RunConfig.from_dict({"templates": bad})
+    good = ["a photo of a {name}, a kind of {parent}.", "{path}: {description} {root} {name}"]
+    assert RunConfig(templates=good).templates == good
