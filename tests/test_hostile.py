@@ -372,3 +372,63 @@ def test_too_many_or_non_text_templates_are_refused():
             RunConfig.from_dict({"templates": bad})
     good = ["a photo of a {name}, a kind of {parent}.", "{path}: {description} {root} {name}"]
     assert RunConfig(templates=good).templates == good
+
+
+# ---------------------------------------------------------------- D11: names in Markdown
+
+EVIL_NAME = "<img src=x onerror=alert(1)> **bold** [link](javascript:alert(1)) <script>x</script>"
+
+
+def rendered(markdown: str) -> str:
+    """The HTML a CommonMark renderer makes of `markdown` (raw HTML allowed, as in Gradio)."""
+    markdown_it = pytest.importorskip("markdown_it")
+    return markdown_it.MarkdownIt("commonmark").render(markdown)
+
+
+def assert_inert(markdown: str) -> None:
+    out = rendered(markdown)
+    for active in ("<img", "<script", "<a ", "<strong>bold"):
+        assert active not in out, (active, out)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in out  # shown as the characters it is
+
+
+def test_names_with_html_or_markdown_show_as_text(tmp_path):
+    from webapp.app import header_text
+    from webapp.feedback import ok, problem
+    from webapp.state import Studio
+    from webapp.tabs.annotate import image_info
+    from webapp.tabs.taxonomy import describe_node
+    from webapp.tabs.train import status_text
+
+    studio = Studio(tmp_path / "ws")
+    try:
+        ws = studio.workspace
+        pid = ws.create_project(EVIL_NAME)
+        node = ws.add_node(pid, EVIL_NAME)
+        image = write_image(tmp_path / "x.png")
+        ws.add_images(pid, [(EVIL_NAME + ".png", image)], node_id=node)
+        row = ws.images(pid).iloc[0]
+        assert_inert(image_info(row))
+        assert_inert(header_text(studio, pid))
+        assert_inert(describe_node(studio, pid, ws.taxonomy(pid), node))
+        status = {"state": "failed", "name": EVIL_NAME, "error": EVIL_NAME}
+        assert_inert(status_text(status))
+        assert_inert(ok(f"Created project {EVIL_NAME!r}."))
+        assert_inert(problem(EVIL_NAME))
+    finally:
+        studio.close()
+
+
+def test_a_user_error_toast_shows_html_as_text(monkeypatch):
+    import webapp.feedback as feedback
+    from hiercore.errors import HierTuneError
+
+    toasts = []
+    monkeypatch.setattr(feedback.gr, "Warning", toasts.append)
+
+    @feedback.user_errors(1)
+    def handler():
+        raise HierTuneError(f"The node {EVIL_NAME!r} is bad.")
+
+    assert_inert(handler())
+    assert "<img" not in toasts[0] and "&lt;img src=x" in toasts[0]

@@ -16,6 +16,7 @@ import gradio as gr
 from hiercore.errors import HierTuneError
 from hiercore.store.database import DB_NAME
 from webapp import api
+from webapp.literal import md_text
 from webapp.state import Studio, model_notice
 from webapp.tabs import annotate, predict, projects, results, taxonomy, train
 
@@ -73,8 +74,8 @@ def header_text(studio: Studio, pid) -> str:
     p = studio.workspace.get_project(pid)
     row = studio.workspace.list_projects().set_index("id").loc[pid]
     return (
-        f"**Project: {p['name']}** · {row['images']} images · {row['labelled']} labelled · "
-        f"{row['runs']} runs"
+        f"**Project: {md_text(p['name'])}** · {row['images']} images · "
+        f"{row['labelled']} labelled · {row['runs']} runs"
     )
 
 

@@ -20,6 +20,7 @@ from hiercore.images import open_rgb
 from hiercore.ingest import import_files
 from hiercore.review import review_order, review_scores
 from webapp.feedback import ok, user_errors
+from webapp.literal import md_text
 from webapp.pickers import node_picker
 from webapp.state import Studio
 
@@ -67,6 +68,16 @@ def build_queue(studio: Studio, pid: int, mode: str, progress=None) -> list[int]
     scores = review_scores(per_level, [p.cpu().numpy() for p in predictor.parents])
     order = review_order(scores, mode)
     return [int(pool["id"].iloc[i]) for i in order]
+
+
+def image_info(row) -> str:
+    """The labelling view's line about one image (a row of `Workspace.images`)."""
+    label = row["label"] or "(unlabelled)"
+    src = f" ({row['source']})" if row["source"] else ""
+    return (
+        f"**{md_text(row['name'])}** · {row['width']}×{row['height']} · "
+        f"label: **{md_text(label)}**{md_text(src)}"
+    )
 
 
 def suggestions(studio: Studio, pid: int, path: str) -> tuple[list[tuple[str, str]], str]:
@@ -168,9 +179,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
             msg = "Nothing to label in this queue." if not len(df) else "The queue is empty."
             return (None, msg, node_picker(tax), "", "", *hidden, [], grid)
         row = df.loc[image_id]
-        label = row["label"] or "(unlabelled)"
-        src = f" ({row['source']})" if row["source"] else ""
-        text = f"**{row['name']}** · {row['width']}×{row['height']} · label: **{label}**{src}"
+        text = image_info(row)
         pos_text = f"Image {cur['pos'] + 1} of {len(ids)}"
         buttons, sugg, note = hidden, [], ""
         if with_suggestions and len(tax):

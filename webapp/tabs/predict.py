@@ -15,6 +15,7 @@ from hiercore.errors import HierTuneError
 from hiercore.figures.lineage import level_names_for
 from hiercore.predict import Prediction
 from webapp.feedback import ok, user_errors
+from webapp.literal import md_text
 from webapp.state import Studio
 from webapp.tabs.results import finished_runs
 
@@ -117,10 +118,10 @@ def build(studio: Studio, project: gr.BrowserState) -> PredictTab:
             if pred.consistent_with_independent
             else (
                 " (per-level argmax would give the inconsistent path "
-                f"{' / '.join(pred.independent)})"
+                f"{md_text(' / '.join(pred.independent))})"
             )
         )
-        text = f"### {' / '.join(pred.path)}\nby the {what}{flag}"
+        text = f"### {md_text(' / '.join(pred.path))}\nby the {md_text(what)}{flag}"
         # score = mean per-level log-probability; exp gives the geometric mean probability
         table = pd.DataFrame(
             [

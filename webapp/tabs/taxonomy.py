@@ -12,6 +12,7 @@ from hiercore.figures import taxonomy_sunburst
 from hiercore.ingest import taxonomy_from_upload
 from hiercore.taxonomy import ROOT, Taxonomy
 from webapp.feedback import ok, user_errors
+from webapp.literal import md_text
 from webapp.pickers import node_picker, text_tree
 from webapp.state import Studio
 
@@ -55,8 +56,8 @@ def describe_node(studio: Studio, pid: int, tax: Taxonomy, node: str | None) -> 
     here = exact_counts(studio, pid).get(node, 0)
     below = len(tax.descendants(node))
     return (
-        f"**{' / '.join(tax.path_names(node))}** — {counts.get(node, 0)} labelled images in "
-        f"this subtree ({here} labelled exactly here), {below} nodes below it."
+        f"**{md_text(' / '.join(tax.path_names(node)))}** — {counts.get(node, 0)} labelled "
+        f"images in this subtree ({here} labelled exactly here), {below} nodes below it."
     )
 
 
@@ -135,7 +136,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TaxonomyTab:
     def history_text(pid: int) -> str:
         rows = ws.history(pid)
         lines = [
-            f"{i + 1}. {r['description']}"
+            f"{i + 1}. {md_text(r['description'])}"
             + (f" ({r['labels_moved']} labels moved)" if r["labels_moved"] else "")
             for i, r in enumerate(rows)
         ]

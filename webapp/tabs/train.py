@@ -21,6 +21,7 @@ from hiercore.errors import HierTuneError
 from hiercore.figures import training_curves_figure
 from hiercore.models.prompts import check_templates
 from webapp.feedback import ok, user_errors
+from webapp.literal import md_text
 from webapp.state import Studio, default_model
 
 ACTIVE = ("queued", "running")
@@ -147,7 +148,7 @@ def status_text(status: dict | None) -> str:
     if not status:
         return "No run yet: set the options above and press **Start training**."
     state = status["state"]
-    parts = [f"{STATE_ICONS.get(state, '')} **{status['name']}** — **{state}**"]
+    parts = [f"{STATE_ICONS.get(state, '')} **{md_text(status['name'])}** — **{state}**"]
     if state == "queued" and status.get("queue_position"):
         parts.append(f"position {status['queue_position']} in the queue")
     if status.get("epochs"):
@@ -157,7 +158,7 @@ def status_text(status: dict | None) -> str:
     progress = status.get("progress") or {}
     if state == "running":
         if progress.get("message"):
-            parts.append(progress["message"])
+            parts.append(md_text(progress["message"]))
         if status.get("eta_s") is not None:
             parts.append(f"ETA {_duration(status['eta_s'])}")
         losses = progress.get("losses") or {}
@@ -170,7 +171,7 @@ def status_text(status: dict | None) -> str:
     elif val:
         parts.append(f"val FPA {_pct(val.get('fpa'))}, TICE {_pct(val.get('tice'))}")
     if status.get("error"):
-        parts.append(f"error: {status['error']}")
+        parts.append(f"error: {md_text(status['error'])}")
     return " · ".join(parts)
 
 
