@@ -432,3 +432,70 @@ def test_a_user_error_toast_shows_html_as_text(monkeypatch):
 
     assert_inert(handler())
     assert "<img" not in toasts[0] and "&lt;img src=x" in toasts[0]
+
+
+# ---------------------------------------------------------------- D12: CSV formula injection
+
+FORMULAS = ['=HYPERLINK("http://evil","x")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "'=x"]
+
+
+def formula_taxonomy():
+    from hiercore.taxonomy import Taxonomy
+
+    nodes = [{"id": "top", "name": "=top", "parent": None, "description": "=1+1"}]
+    nodes += [
+        {"id": f"-{i}" if i else "-0.5", "name": name, "parent": "top", "description": ""}
+        for i, name in enumerate([*FORMULAS, "-0.5", "plain"])
+    ]
+    return Taxonomy.from_nodes(nodes, level_names=["@rank", "-rank"])
+
+
+def assert_no_formula_cells(text: str) -> None:
+    import csv
+
+    for row in csv.reader(io.StringIO(text)):
+        for cell in row:
+            if cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+                float(cell)  # only numbers may start like a formula
+
+
+@pytest.mark.parametrize("fmt", ["wide_csv", "edge_csv"])
+def test_exported_csv_cells_cannot_run_as_formulas_and_read_back(fmt):
+    import csv
+
+    from hiercore.taxonomy.formats import export_taxonomy, load_taxonomy
+
+    tax = formula_taxonomy()
+    text = export_taxonomy(tax, fmt)
+    assert_no_formula_cells(text)
+    cells = {cell for row in csv.reader(io.StringIO(text)) for cell in row}
+    assert "-0.5" in cells  # a number stays a number
+    back = load_taxonomy(text.encode(), fmt, name="t.csv")
+    names = sorted(back.name(n) for n in back.iter_dfs())
+    assert names == sorted(tax.name(n) for n in tax.iter_dfs())
+    top = back.find_by_path(["=top"])
+    assert back.description(top) == "=1+1"
+
+
+def test_the_studio_taxonomy_export_is_guarded(tmp_path):
+    from webapp.state import Studio
+    from webapp.tabs.taxonomy import export_taxonomy_file
+
+    studio = Studio(tmp_path / "ws")
+    try:
+        pid = studio.workspace.create_project("p")
+        studio.workspace.set_taxonomy(pid, formula_taxonomy())
+        for fmt in ("wide_csv", "edge_csv"):
+            assert_no_formula_cells(export_taxonomy_file(studio, pid, fmt).read_text())
+    finally:
+        studio.close()
+
+
+def test_spreadsheet_guard_round_trips_and_keeps_numbers():
+    from hiercore.spreadsheet import guard_cell, unguard_cell
+
+    for cell in [*FORMULAS, "'hi", "''=x", "a=b", "", "-", "-inf"]:
+        assert unguard_cell(guard_cell(cell)) == cell
+    for number in ["-0.5", "+3", "-1e5", "-.5", "12"]:
+        assert guard_cell(number) == number
+    assert guard_cell("-inf") == "'-inf" and guard_cell(-0.5) == -0.5

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hiercore.errors import TaxonomyError
+from hiercore.spreadsheet import guard_cell, unguard_cell
 from hiercore.taxonomy.newick import read_newick, write_newick
 from hiercore.taxonomy.pathtree import (
     PathTreeBuilder,
@@ -251,7 +252,7 @@ def _csv_rows(text: str, source: str, delimiter: str | None) -> Iterator[tuple[i
         except csv.Error as exc:
             raise TaxonomyError(f"{source} line {line}: malformed CSV ({exc}).") from None
         if any(cell.strip() for cell in row):
-            yield line, row
+            yield line, [unguard_cell(cell) for cell in row]
 
 
 def _header(rows: Iterator[tuple[int, list[str]]], source: str) -> tuple[int, list[str]]:
@@ -328,12 +329,14 @@ def write_wide_csv(tax: Taxonomy) -> str:
     with_desc = any(tax.description(n) for n in tax.iter_dfs())
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(_rank_header(tax, depth) + ([_DESCRIPTION] if with_desc else []))
+    header = _rank_header(tax, depth) + ([_DESCRIPTION] if with_desc else [])
+    writer.writerow([guard_cell(c) for c in header])
     for node in tax.iter_dfs():
         if tax.is_leaf(node) or tax.description(node):
             names = tax.path_names(node)
             row = names + [""] * (depth - len(names))
-            writer.writerow(row + ([tax.description(node)] if with_desc else []))
+            row += [tax.description(node)] if with_desc else []
+            writer.writerow([guard_cell(c) for c in row])
     return out.getvalue()
 
 
@@ -374,7 +377,8 @@ def write_edge_csv(tax: Taxonomy) -> str:
     writer.writerow(["id", "name", "parent_id", _DESCRIPTION])
     for node in tax.to_nodes():
         parent = "" if node.parent == ROOT else node.parent
-        writer.writerow([node.id, node.name, parent, node.description])
+        row = [node.id, node.name, parent, node.description]
+        writer.writerow([guard_cell(c) for c in row])
     return out.getvalue()
 
 
