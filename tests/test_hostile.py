@@ -499,3 +499,102 @@ def test_spreadsheet_guard_round_trips_and_keeps_numbers():
     for number in ["-0.5", "+3", "-1e5", "-.5", "12"]:
         assert guard_cell(number) == number
     assert guard_cell("-inf") == "'-inf" and guard_cell(-0.5) == -0.5
+
+
+# ---------------------------------------------------------------- D7: checkpoints and kill -9
+
+
+class Killed(BaseException):
+    """Stands for kill -9: nothing below the raise gets to clean up after it."""
+
+
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory):
+    from imagegen import write_tree
+
+    from hiercore.data import samples_from_folder_tree, split_samples
+    from hiercore.taxonomy import LevelIndex
+
+    tax, samples = samples_from_folder_tree(write_tree(tmp_path_factory.mktemp("t"), per_leaf=4))
+    train_s, val_s = split_samples(samples, LevelIndex.build(tax), 0.25, seed=0)
+    return tax, train_s, val_s
+
+
+def test_a_kill_during_a_checkpoint_save_keeps_the_previous_checkpoint(
+    tiny_split, tmp_path, monkeypatch
+):
+    import json
+
+    from hiercore.config import RunConfig
+    from hiercore.training import train
+
+    tax, train_s, val_s = tiny_split
+
+    def config(epochs):
+        return RunConfig(model="tiny-random", epochs=epochs, batch_size=8, device="cpu")
+
+    ckpt = tmp_path / "checkpoint"
+    train(config(1), tax, train_s, val_s, tmp_path)
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["epoch"] == 1
+    first_steps = state["step"]
+
+    # epoch 2 is trained, then the process dies while its optimiser state is renamed into
+    # place, leaving a half-written temp file behind as kill -9 would
+    real_replace = os.replace
+
+    def dying_replace(src, dst, *args, **kwargs):
+        if Path(dst).name.startswith("optimizer-epoch2"):
+            Path(src).write_bytes(b"half an optim")  # what was on disk when it died
+            raise Killed
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", dying_replace)
+    monkeypatch.setattr(os, "unlink", lambda *a, **k: None)  # a killed process removes nothing
+    with pytest.raises(Killed):
+        train(config(2), tax, train_s, val_s, tmp_path, resume=True)
+    monkeypatch.undo()
+    leftovers = sorted(p.name for p in ckpt.iterdir())
+    assert any(n.endswith(".tmp") for n in leftovers), leftovers
+    assert json.loads((ckpt / "state.json").read_text()) == state  # still the whole epoch 1
+    for name in state["files"].values():
+        assert (ckpt / name).stat().st_size > 0
+
+    # resuming picks up epoch 1's checkpoint; no checkpoint file is written in place
+    events, opened = [], []
+    real_open = io.open
+
+    def watching_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, str | os.PathLike) and Path(file).parent == ckpt and "w" in mode:
+            opened.append(Path(file).name)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", watching_open)
+    monkeypatch.setattr(builtins, "open", watching_open)
+    result = train(config(2), tax, train_s, val_s, tmp_path, progress=events.append, resume=True)
+    monkeypatch.undo()
+    assert result.state == "finished"
+    assert next(e.step for e in events if e.phase == "train") == first_steps + 1
+    assert opened and all(n.endswith(".tmp") for n in opened), opened
+    final = json.loads((ckpt / "state.json").read_text())
+    assert final["epoch"] == 2
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted(
+        ["state.json", *final["files"].values()]
+    )
+
+
+def test_a_damaged_checkpoint_is_one_sentence(tiny_split, tmp_path):
+    import json
+
+    from hiercore.config import RunConfig
+    from hiercore.errors import HierTuneError
+    from hiercore.training import train
+
+    tax, train_s, val_s = tiny_split
+    config = RunConfig(model="tiny-random", epochs=1, batch_size=8, device="cpu")
+    train(config, tax, train_s, val_s, tmp_path)
+    files = json.loads((tmp_path / "checkpoint" / "state.json").read_text())["files"]
+    (tmp_path / "checkpoint" / files["optimizer"]).write_bytes(b"")
+    with pytest.raises(HierTuneError, match=r"checkpoint in .* is damaged") as exc:
+        train(config, tax, train_s, val_s, tmp_path, resume=True)
+    assert "\n" not in str(exc.value)
