@@ -107,6 +107,18 @@ def cell_choices(res, level: int) -> list[tuple[str, int]]:
     ]
 
 
+COMPARISON_COLUMNS = [
+    "run",
+    "method",
+    "FPA",
+    "TICE",
+    "consistent FPA",
+    "HCA",
+    "severity",
+    "trainable %",
+]
+
+
 def comparison_frame(studio: Studio, pid: int) -> pd.DataFrame:
     """One row per finished run (and per compared method) with the headline metrics."""
     rows = []
@@ -118,8 +130,7 @@ def comparison_frame(studio: Studio, pid: int) -> pd.DataFrame:
             rows.append(_comparison_row(f"#{r.id} {r.name}", (r.config or {}).get("method"), m))
         for method, mm in (m.get("comparison") or {}).items():
             rows.append(_comparison_row(f"#{r.id} {method}", method, mm))
-    columns = ["run", "method", "FPA", "TICE", "consistent FPA", "HCA", "severity", "trainable %"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def _comparison_row(name: str, method: str, m: dict) -> dict:
