@@ -30,6 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from hiercore.errors import DataError, HierTuneError
+from hiercore.images import MAX_PIXELS, size_problem
 from hiercore.taxonomy import LevelIndex, Taxonomy
 from hiercore.taxonomy.formats import walk_class_folders
 from hiercore.taxonomy.pathtree import PathTreeBuilder
@@ -300,13 +301,16 @@ def image_problem(path: str | os.PathLike) -> str | None:
 def _decode_problem(path: str) -> str | None:
     try:
         with Image.open(path) as img:
+            too_big = size_problem(*img.size)
+            if too_big is not None:
+                return f"The image is refused: {too_big}."
             img.verify()  # structure and checksums without decoding every pixel
         with Image.open(path) as img:
             img.load()
     except UnidentifiedImageError:
         return "The file is not an image format Pillow can read."
     except Image.DecompressionBombError:
-        return "The image is too large to decode safely."
+        return f"The image is refused: it has more than the {MAX_PIXELS} pixel limit."
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         return f"The image data is corrupt or truncated ({exc})."
     return None

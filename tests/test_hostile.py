@@ -598,3 +598,66 @@ def test_a_damaged_checkpoint_is_one_sentence(tiny_split, tmp_path):
     with pytest.raises(HierTuneError, match=r"checkpoint in .* is damaged") as exc:
         train(config, tax, train_s, val_s, tmp_path, resume=True)
     assert "\n" not in str(exc.value)
+
+
+# ---------------------------------------------------------------- D3: image sizes
+
+
+def png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares `width` x `height` but holds a few bytes of data (a bomb's shape)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+SIZE_CASES = {
+    "strip": ((1, 400), "aspect ratio beyond the 50:1 limit"),
+    "tall": ((5000, 60), "aspect ratio beyond the 50:1 limit"),
+    "over-the-limit": ((12_000, 9_000), "more than the 100000000"),
+    "bomb": ((60_000, 60_000), "more than the 100000000"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SIZE_CASES))
+def test_huge_or_extreme_images_are_refused_before_decoding(ws, tmp_path, monkeypatch, case):
+    from PIL import ImageFile
+
+    from hiercore.data import image_problem
+    from hiercore.errors import DataError
+    from hiercore.images import open_rgb
+
+    (width, height), words = SIZE_CASES[case]
+    image = png_header(tmp_path / f"{case}.png", width, height)
+    pid = ws.create_project("p")
+    before = state(ws, pid)
+
+    def no_decoding(self):
+        raise AssertionError("an image was decoded before its size was checked")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    summary = import_files(ws, pid, [image])
+    assert summary.added == 0
+    [(name, why)] = summary.rejected
+    assert name == f"{case}.png" and words in why
+    assert state(ws, pid) == before
+    with pytest.raises(DataError) as exc:
+        open_rgb(image)  # the predict path (API and studio)
+    assert words in str(exc.value) and str(exc.value).endswith(".")
+    assert words in image_problem(image)  # the training path
+
+
+def test_a_normal_panorama_is_still_imported(ws, tmp_path):
+    pid = ws.create_project("p")
+    panorama = tmp_path / "wide.png"
+    from PIL import Image
+
+    Image.new("RGB", (400, 40), "blue").save(panorama)
+    assert import_files(ws, pid, [panorama]).added == 1

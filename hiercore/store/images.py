@@ -20,12 +20,12 @@ from PIL import Image
 
 from hiercore.data import Sample
 from hiercore.errors import DataError, TaxonomyError
+from hiercore.images import MAX_PIXELS, size_problem
 from hiercore.store.database import Database, frame, utc_now
 from hiercore.taxonomy import Taxonomy
 
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
 LABEL_SOURCES = ("human", "model", "import")
-MAX_PIXELS = 100_000_000
 _EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tif"}
 
 
@@ -281,11 +281,15 @@ def _inspect_image(data: bytes) -> tuple[str, int, int]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, (width, height) = img.format, img.size
-            if width * height > MAX_PIXELS:  # a small file can still decode to gigabytes
-                raise DataError(f"{width}x{height} pixels is more than the {MAX_PIXELS} limit")
+            # from the header, before decoding: a small file can still decode to gigabytes
+            problem = size_problem(width, height, MAX_PIXELS)
+            if problem is not None:
+                raise DataError(problem)
             img.load()  # decode every pixel: catches truncated and corrupt files
     except DataError:
         raise
+    except Image.DecompressionBombError:
+        raise DataError(f"more than the {MAX_PIXELS} pixel limit") from None
     except Exception as exc:  # PIL raises many types on bad data; all mean "not an image"
         raise DataError(f"not a readable image ({type(exc).__name__}: {exc})") from None
     return fmt or "PNG", width, height
