@@ -661,3 +661,15 @@ def test_a_normal_panorama_is_still_imported(ws, tmp_path):
 
     Image.new("RGB", (400, 40), "blue").save(panorama)
     assert import_files(ws, pid, [panorama]).added == 1
+
+
+def test_an_uploaded_strip_is_refused_before_prediction_resizes_it(small_taxonomy):
+    from PIL import Image
+
+    from hiercore.errors import DataError
+    from hiercore.predict import Predictor
+
+    predictor = Predictor.zero_shot(small_taxonomy, "tiny-random", device="cpu")
+    with pytest.raises(DataError, match=r"^The image is refused: 2x400 pixels is an aspect ratio"):
+        predictor.predict([Image.new("RGB", (2, 400))])
+    assert len(predictor.predict([Image.new("RGB", (40, 30))])) == 1
