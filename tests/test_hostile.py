@@ -673,3 +673,116 @@ def test_an_uploaded_strip_is_refused_before_prediction_resizes_it(small_taxonom
     with pytest.raises(DataError, match=r"^The image is refused: 2x400 pixels is an aspect ratio"):
         predictor.predict([Image.new("RGB", (2, 400))])
     assert len(predictor.predict([Image.new("RGB", (40, 30))])) == 1
+
+
+# ---------------------------------------------------------------- D14: run configs
+
+
+@pytest.fixture(scope="module")
+def studio_app(tmp_path_factory):
+    """A built (not launched) studio whose handlers and API functions are called directly;
+    the training queue's train function is a no-op, so a config that passes would queue."""
+    from webapp.app import build_app
+    from webapp.state import Studio
+
+    studio = Studio(tmp_path_factory.mktemp("studio"))
+    studio.queue.train_fn = lambda *args: {}
+    app = build_app(studio)
+    fns = {f.api_name: f.fn for f in app.fns.values() if f.api_name}
+    yield studio, fns
+    studio.close()
+
+
+def trainable_project(studio, tmp_path: Path) -> int:
+    """A project a valid config would queue a run for: a taxonomy and two labelled images."""
+    ws = studio.workspace
+    pid = ws.create_project(f"p{len(ws.list_projects())}")
+    node = ws.add_node(pid, "cat")
+    ws.add_node(pid, "dog")
+    images = [write_image(tmp_path / f"{i}.png", (i * 40, 20, 20)) for i in range(2)]
+    ws.add_images(pid, [(p.name, p) for p in images], node_id=node)
+    return pid
+
+
+BAD_CONFIGS = {
+    "alpha infinity": ({"alpha": float("inf")}, "alpha must be a finite number"),
+    "lr nan": ({"lr": float("nan")}, "lr must be a finite number"),
+    "negative max_steps": ({"max_steps": -5}, "max_steps=-5 is out of range"),
+    "huge lr": ({"lr": 1e300}, "lr=1e+300 is out of range"),
+    "zero lr": ({"lr": 0}, "lr=0.0 is out of range: it must be above 0"),
+    "meta device": ({"device": "meta"}, "device must be auto, cpu, cuda"),
+    "text epochs": ({"epochs": "5"}, "epochs must be a number"),
+    "fractional epochs": ({"epochs": 2.5}, "epochs must be a whole number"),
+    "absurd epochs": ({"epochs": 1e20}, "epochs=100000000000000000000 is out of range"),
+    "absurd batch": ({"batch_size": 10**6}, "batch_size=1000000 is out of range"),
+    "huge seed": ({"seed": 2**70}, "seed=1180591620717411303424 is out of range"),
+    "bool rank": ({"rank": True}, "rank must be a number"),
+    "bad targets": ({"lora_targets": "attn"}, "lora_targets must be a non-empty list"),
+    "bad template": ({"templates": ["{name:>99999}"]}, "formats the field {name}"),
+}
+
+
+def assert_one_sentence(message: str, words: str) -> None:
+    assert words in message, message
+    assert message.endswith(".") and "\n" not in message and len(message) < 300, message
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_run_configs_are_refused_before_queueing(studio_app, tmp_path, case):
+    import gradio as gr
+
+    from hiercore.config import RunConfig
+    from hiercore.errors import HierTuneError
+
+    studio, fns = studio_app
+    settings, words = BAD_CONFIGS[case]
+    with pytest.raises(HierTuneError) as exc:
+        RunConfig.from_dict(settings)
+    assert_one_sentence(str(exc.value), words)
+
+    pid = trainable_project(studio, tmp_path)
+    with pytest.raises(gr.Error) as exc:
+        fns["start_training"](str(pid), settings)
+    assert_one_sentence(exc.value.message, words)
+    assert studio.workspace.list_runs(pid).empty
+
+
+FORM_DEFAULTS = dict(
+    model="tiny-random", pretrained="", lora="vision", rank=8, lora_alpha=16.0, alpha=1.0,
+    lam=1.0, eps=0.1, epochs=1, batch_size=8, lr=5e-4, val_fraction=0.2, max_steps=None,
+    seed=0, templates="",
+)  # fmt: skip
+
+BAD_FORMS = {
+    "infinite alpha": ({"alpha": float("inf")}, "alpha must be a finite number"),
+    "infinite max steps": ({"max_steps": float("inf")}, "max_steps must be a finite number"),
+    "negative max steps": ({"max_steps": -5}, "max_steps=-5 is out of range"),
+    "nan epochs": ({"epochs": float("nan")}, "Give a value for epochs"),
+    "huge lr": ({"lr": 1e300}, "lr=1e+300 is out of range"),
+    "huge rank": ({"rank": 1e30}, "rank=1000000000000000019884624838656 is out of range"),
+    "huge seed": ({"seed": 1e30}, "seed=1000000000000000019884624838656 is out of range"),
+    "bad template": ({"templates": "{name!r}"}, "formats the field {name} with '!r'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FORMS))
+def test_the_train_form_shows_one_sentence_and_queues_nothing(studio_app, tmp_path, case):
+    studio, fns = studio_app
+    changes, words = BAD_FORMS[case]
+    pid = trainable_project(studio, tmp_path)
+    values = {**FORM_DEFAULTS, **changes}
+    status, *_ = fns["start"](pid, "", *values.values())
+    assert status.startswith("⚠️")
+    assert_one_sentence(status.replace("\\", ""), words)
+    assert studio.workspace.list_runs(pid).empty
+
+
+def test_a_good_config_still_queues_from_the_form_and_the_api(studio_app, tmp_path):
+    studio, fns = studio_app
+    pid = trainable_project(studio, tmp_path)
+    status, *_ = fns["start"](pid, "", *FORM_DEFAULTS.values())
+    assert status.startswith("✅"), status
+    out = fns["start_training"](str(pid), {"epochs": 2.0, "max_steps": 3, "device": "cpu"})
+    assert out["run_id"] > 0
+    assert len(studio.workspace.list_runs(pid)) == 2
+    assert studio.workspace.get_run(out["run_id"])["config"]["epochs"] == 2

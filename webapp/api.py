@@ -63,6 +63,8 @@ def build(studio: Studio) -> None:
     def start_training(project: str, config: dict | None = None, run_name: str = "") -> dict:
         """Queue a fine-tuning run of the project's labelled images; returns its run id."""
         pid = studio.resolve_project(project)
+        if config is not None and not isinstance(config, dict):
+            raise HierTuneError('config must be an object of run settings, such as {"epochs": 3}.')
         settings = {"model": default_model(), **(config or {})}
         run_id = start_run(studio, pid, RunConfig.from_dict(settings), run_name)
         return {"run_id": run_id, "state": studio.queue.status(run_id)["state"]}

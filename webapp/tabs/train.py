@@ -64,21 +64,23 @@ def build_config(
     for label, value in numbers.items():
         if value is None or (isinstance(value, float) and math.isnan(value)):
             raise HierTuneError(f"Give a value for {label}.")
+    # numbers go to RunConfig as given: it refuses NaN, infinities, fractions of whole
+    # numbers and out-of-range values in one sentence (int(inf) here would raise instead)
     return RunConfig(
         model=(model or "default").strip(),
         pretrained=(pretrained or "").strip() or None,
         lora=lora,
-        rank=int(rank),
-        lora_alpha=float(lora_alpha),
-        alpha=float(alpha),
-        lam=float(lam),
-        eps=float(eps),
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        lr=float(lr),
-        val_fraction=float(val_fraction),
-        max_steps=int(max_steps) if max_steps else None,
-        seed=int(seed or 0),
+        rank=rank,
+        lora_alpha=lora_alpha,
+        alpha=alpha,
+        lam=lam,
+        eps=eps,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        val_fraction=val_fraction,
+        max_steps=None if max_steps is None or max_steps == 0 else max_steps,
+        seed=0 if seed is None else seed,
         templates=check_templates(lines) if lines else None,
     )
 
