@@ -429,12 +429,19 @@ def extract_zip_safely(
                             )
                         out.write(chunk)
             return _move_into(staging, dest, [p for i, p in members if not i.is_dir()])
+        except OSError as exc:  # the server's paths stay out of the sentence
+            why = exc.strerror or type(exc).__name__
+            raise DataError(f"{name} cannot be extracted here ({why}).") from None
         except RuntimeError as exc:  # encrypted members
             raise DataError(f"{name} cannot be extracted ({exc}).") from None
         except (zipfile.BadZipFile, zlib.error) as exc:
             raise DataError(f"{name} is damaged ({exc}).") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+MAX_NAME_BYTES = 255
+"""The longest file or folder name most file systems store (ext4, APFS, NTFS)."""
 
 
 def _checked_members(
@@ -465,8 +472,30 @@ def _checked_members(
         parts = tuple(p for p in parts if p not in ("", "."))
         if not parts or parts[0] == "__MACOSX":
             continue
+        if any(len(os.fsencode(p)) > MAX_NAME_BYTES for p in parts):
+            raise DataError(
+                f"{name}: the entry {_entry(raw)} has a file or folder name longer than "
+                f"{MAX_NAME_BYTES} bytes."
+            )
         out.append((info, parts))
+    # a name used both for a file and for a folder (or twice for a file: the second would
+    # silently replace the first) cannot be unpacked as given
+    folders = {parts[:i] for info, parts in out for i in range(1, len(parts))}
+    folders |= {parts for info, parts in out if info.is_dir()}
+    files: set[tuple[str, ...]] = set()
+    for info, parts in out:
+        if info.is_dir():
+            continue
+        if parts in folders or parts in files:
+            what = "a file and a folder" if parts in folders else "two files"
+            raise DataError(f"{name}: the entry {_entry(info.filename)} names {what}.")
+        files.add(parts)
     return out
+
+
+def _entry(raw: str) -> str:
+    """A zip entry's name for a sentence, shortened."""
+    return repr(raw) if len(raw) <= 80 else repr(raw[:60] + "...")
 
 
 def _move_into(staging: Path, dest: Path, files: list[tuple[str, ...]]) -> list[Path]:

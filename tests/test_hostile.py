@@ -786,3 +786,89 @@ def test_a_good_config_still_queues_from_the_form_and_the_api(studio_app, tmp_pa
     assert out["run_id"] > 0
     assert len(studio.workspace.list_runs(pid)) == 2
     assert studio.workspace.get_run(out["run_id"])["config"]["epochs"] == 2
+
+
+# ---------------------------------------------------------------- D8: raw exceptions
+
+DEEP_JSON = {
+    "brackets": "[" * 100_000 + "]" * 100_000,
+    "deep nodes": '{"nodes": ' + "[" * 5000 + "]" * 5000 + "}",
+    "deep items": '{"items": [' + '{"value": "a", "children": [' * 3000 + "]}" * 3000 + "]}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEEP_JSON))
+def test_deeply_nested_json_is_one_sentence(ws, tmp_path, case):
+    from hiercore.errors import TaxonomyError
+    from hiercore.taxonomy.formats import load_taxonomy
+    from webapp.tabs.taxonomy import import_taxonomy_file
+
+    text = DEEP_JSON[case]
+    for fmt in (None, "json", "labelstudio"):
+        with pytest.raises(TaxonomyError) as exc:
+            load_taxonomy(text.encode(), fmt, name="deep.json")
+        assert_one_sentence(str(exc.value), "deep.json: the JSON is nested more than")
+    upload = tmp_path / "upload" / "deep.json"
+    upload.parent.mkdir()
+    upload.write_text(text)
+
+    class FakeStudio:
+        workspace = ws
+
+    pid = ws.create_project("p")
+    before = state(ws, pid)
+    with pytest.raises(TaxonomyError) as exc:
+        import_taxonomy_file(FakeStudio(), pid, str(upload), False)
+    assert str(tmp_path) not in str(exc.value)
+    assert state(ws, pid) == before
+
+
+@pytest.mark.parametrize("fmt", ["json", "labelstudio"])
+def test_a_taxonomy_at_the_depth_limit_round_trips_through_json(fmt):
+    from hiercore.taxonomy.formats import export_taxonomy, load_taxonomy
+    from hiercore.taxonomy.pathtree import MAX_DEPTH
+
+    tax = load_taxonomy(edge_csv(chain(MAX_DEPTH)), "edge_csv", name="chain.csv")
+    back = load_taxonomy(export_taxonomy(tax, fmt).encode(), fmt, name="chain.json")
+    assert back.max_depth == MAX_DEPTH and back.to_dict() == tax.to_dict()
+
+
+def zip_of(path: Path, entries: list[str]) -> Path:
+    png = write_image(path.parent / "one.png").read_bytes()
+    with zipfile.ZipFile(path, "w") as zf:
+        for entry in entries:
+            if entry.endswith("/"):
+                zf.writestr(zipfile.ZipInfo(entry), b"")
+            else:
+                zf.writestr(entry, png)
+    return path
+
+
+BAD_ZIPS = {
+    "long name": (["cats/" + "x" * 300 + ".png"], "longer than 255 bytes"),
+    "long folder": (["c" * 256 + "/a.png"], "longer than 255 bytes"),
+    "file then folder": (["cats/a.png", "cats/a.png/b.png"], "names a file and a folder"),
+    "folder entry on a file": (["cats/a.png", "cats/a.png/"], "names a file and a folder"),
+    "file over folder": (["cats/", "cats"], "names a file and a folder"),
+    "same file twice": (["cats/a.png", "cats/a.png"], "names two files"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ZIPS))
+def test_zip_entries_the_disk_cannot_hold_are_one_sentence(ws, tmp_path, case):
+    import warnings
+
+    from hiercore.errors import DataError
+
+    entries, words = BAD_ZIPS[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        archive = zip_of(tmp_path / "upload.zip", entries)
+    pid = ws.create_project("p")
+    before = state(ws, pid)
+    with pytest.raises(DataError) as exc:
+        import_files(ws, pid, [archive])
+    assert_one_sentence(str(exc.value), words)
+    assert str(exc.value).startswith("upload.zip: the entry ")
+    assert "/tmp" not in str(exc.value) and str(tmp_path) not in str(exc.value)
+    assert state(ws, pid) == before

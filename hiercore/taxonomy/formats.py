@@ -27,10 +27,14 @@ Malformed input raises `TaxonomyError` with one sentence naming the file and the
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import re
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +42,7 @@ from hiercore.errors import TaxonomyError
 from hiercore.spreadsheet import guard_cell, unguard_cell
 from hiercore.taxonomy.newick import read_newick, write_newick
 from hiercore.taxonomy.pathtree import (
+    MAX_DEPTH,
     PathTreeBuilder,
     Record,
     path_id,
@@ -209,9 +214,9 @@ def _sniff(text: str, suffix: str) -> str:
         return "newick"
     if suffix == ".json" or head[:1] in ("{", "["):
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            return "json"  # the reader reports the syntax error with its line
+            data = _parse_json(text, "")
+        except TaxonomyError:
+            return "json"  # the reader reports the syntax error (or the depth) in a sentence
         return "json" if isinstance(data, dict) and "nodes" in data else "labelstudio"
     if suffix not in (".csv", ".tsv") and head[:1] == "(":
         return "newick"
@@ -383,12 +388,50 @@ def write_edge_csv(tax: Taxonomy) -> str:
 
 
 # ---------------------------------------------------------------------- JSON
+MAX_JSON_NESTING = 4 * MAX_DEPTH + 8
+"""Deepest [ / { nesting read: a Label Studio item is two levels ({"children": [...]})."""
+
+_RECURSION_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _json_room() -> Iterator[None]:
+    """Room on Python's stack for json to read or write a tree at the depth limit (the
+    parser and the encoder recurse once per nesting level; the default limit is 1000)."""
+    with _RECURSION_LOCK:
+        old = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(old, MAX_JSON_NESTING + 2000))
+        try:
+            yield
+        finally:
+            sys.setrecursionlimit(old)
+
+
+def _json_nesting(text: str) -> int:
+    """The deepest [ / { nesting of a JSON text, ignoring brackets inside strings."""
+    # strings (with their escapes) blanked out, then a running depth of what is left
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', "", text)
+    depth = deepest = 0
+    for match in re.finditer(r"[\[\]{}]", bare):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def _parse_json(text: str, source: str) -> object:
     try:
-        return json.loads(text)
+        if _json_nesting(text) > MAX_JSON_NESTING:
+            raise RecursionError
+        with _json_room():
+            return json.loads(text)
     except json.JSONDecodeError as exc:
         raise TaxonomyError(
             f"{source} line {exc.lineno} column {exc.colno}: invalid JSON ({exc.msg})."
+        ) from None
+    except RecursionError:  # Python's parser recurses once per nested [ or {
+        raise TaxonomyError(
+            f"{source}: the JSON is nested more than {MAX_JSON_NESTING} levels deep (a "
+            f"taxonomy may have at most {MAX_DEPTH} levels)."
         ) from None
 
 
@@ -481,7 +524,9 @@ def write_labelstudio(tax: Taxonomy) -> str:
             out["children"] = [item(k) for k in kids]
         return out
 
-    return json.dumps({"items": [item(n) for n in tax.children()]}, indent=1, ensure_ascii=False)
+    with _json_room():  # a tree at the depth limit nests 1,000 levels of JSON
+        items = [item(n) for n in tax.children()]
+        return json.dumps({"items": items}, indent=1, ensure_ascii=False)
 
 
 # ---------------------------------------------------------------------- folders
