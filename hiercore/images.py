@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from hiercore.errors import DataError
 
@@ -41,8 +41,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Open and decode an image file, or raise one `DataError` sentence naming it."""
+def open_rgb(path: str | Path, name: str | None = None) -> Image.Image:
+    """Open and decode an image file, or raise one `DataError` sentence naming it.
+
+    `name` is how the sentence calls the file (default: its path); the studio passes the
+    file name, so a server's temp folder never shows.
+    """
+    label = str(path) if name is None else name
     try:
         with Image.open(path) as im:
             problem = size_problem(*im.size)
@@ -51,6 +56,9 @@ def open_rgb(path: str | Path) -> Image.Image:
                 return to_rgb(im)
     except Image.DecompressionBombError:
         problem = f"it has more than the {MAX_PIXELS} pixel limit"
+    except UnidentifiedImageError:
+        raise DataError(f"{label} is not an image (not a format Pillow can read).") from None
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path} is not a readable image ({exc}).") from None
-    raise DataError(f"{path} is refused: {problem}.")
+        why = getattr(exc, "strerror", None) or str(exc).replace(str(path), label)
+        raise DataError(f"{label} is not a readable image ({why}).") from None
+    raise DataError(f"{label} is refused: {problem}.")

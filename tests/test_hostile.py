@@ -872,3 +872,53 @@ def test_zip_entries_the_disk_cannot_hold_are_one_sentence(ws, tmp_path, case):
     assert str(exc.value).startswith("upload.zip: the entry ")
     assert "/tmp" not in str(exc.value) and str(tmp_path) not in str(exc.value)
     assert state(ws, pid) == before
+
+
+HUGE_IDS = [10**30, float("inf"), float("nan"), "12abc", -1, 0]
+
+
+@pytest.mark.parametrize("value", HUGE_IDS, ids=str)
+def test_out_of_range_ids_from_the_api_are_one_sentence(studio_app, value):
+    import gradio as gr
+
+    studio, fns = studio_app
+    for endpoint in ("training_status", "stop_training", "run_metrics"):
+        with pytest.raises(gr.Error) as exc:
+            fns[endpoint](value)
+        message = exc.value.message
+        assert message.endswith(".") and "\n" not in message, (endpoint, message)
+        assert "SQLite" not in message and "convert" not in message, message
+    for bad in (10**30, 2**63):
+        with pytest.raises(Exception) as exc:
+            studio.workspace.get_run(bad)
+        assert str(exc.value).startswith("There is no run with id")
+        with pytest.raises(Exception) as exc:
+            studio.workspace.get_project(bad)
+        assert str(exc.value).startswith("There is no project with id")
+
+
+def test_predict_refuses_a_non_image_in_one_sentence_without_the_temp_path(studio_app, tmp_path):
+    import gradio as gr
+
+    from hiercore.errors import HierTuneError
+    from webapp.tabs.predict import predict_upload
+
+    studio, fns = studio_app
+    pid = studio.workspace.create_project("predict-me")
+    studio.workspace.add_node(pid, "cat")
+    fake = tmp_path / "gradio-tmp" / "holiday.png"
+    fake.parent.mkdir()
+    fake.write_text("not a picture at all")
+    with pytest.raises(HierTuneError) as exc:
+        predict_upload(str(fake))
+    assert_one_sentence(str(exc.value), "holiday.png is not an image")
+    assert str(fake.parent) not in str(exc.value)
+    with pytest.raises(HierTuneError, match="Upload an image first"):
+        predict_upload(None)
+    with pytest.raises(gr.Error) as exc:
+        fns["predict"](str(pid), str(fake))
+    assert_one_sentence(exc.value.message, "holiday.png is not an image")
+    assert str(fake.parent) not in exc.value.message
+    for k in (float("inf"), float("nan")):
+        with pytest.raises(gr.Error, match="k must be a whole number"):
+            fns["predict"](str(pid), str(fake), None, k)

@@ -27,7 +27,7 @@ from hiercore.config import RunConfig
 from hiercore.errors import HierTuneError
 from hiercore.images import open_rgb
 from hiercore.ingest import import_files
-from webapp.state import Studio, default_model
+from webapp.state import Studio, default_model, whole_number
 from webapp.tabs.predict import predict_image
 from webapp.tabs.results import metrics_of
 from webapp.tabs.taxonomy import import_taxonomy_file
@@ -74,18 +74,20 @@ def build(studio: Studio) -> None:
     @api_errors
     def training_status(run_id: int) -> dict:
         """State (queued|running|finished|failed|stopped), epoch, step and metrics of a run."""
-        return studio.queue.status(int(run_id))
+        return studio.queue.status(whole_number(run_id, "run_id"))
 
     gr.api(training_status, api_name="training_status")
 
     @api_errors
     def stop_training(run_id: int) -> dict:
         """Stop a running run within a step, or drop a queued one."""
-        stopping = studio.queue.stop(int(run_id))
+        run_id = whole_number(run_id, "run_id")
+        studio.workspace.get_run(run_id)  # one sentence for an unknown id
+        stopping = studio.queue.stop(run_id)
         return {
-            "run_id": int(run_id),
+            "run_id": run_id,
             "stopping": stopping,
-            "state": studio.queue.status(int(run_id))["state"],
+            "state": studio.queue.status(run_id)["state"],
         }
 
     gr.api(stop_training, api_name="stop_training")
@@ -93,7 +95,7 @@ def build(studio: Studio) -> None:
     @api_errors
     def run_metrics(run_id: int) -> dict:
         """The metrics of a finished run (FPA, TICE, per-level accuracy, consistent, ...)."""
-        return metrics_of(studio, int(run_id))
+        return metrics_of(studio, whole_number(run_id, "run_id"))
 
     gr.api(run_metrics, api_name="run_metrics")
 
@@ -152,9 +154,12 @@ def build(studio: Studio) -> None:
         pid = studio.resolve_project(project)
         if not image:
             raise HierTuneError("Upload an image.")
-        studio_pred, what, _ = predict_image(studio, pid, open_rgb(image), run_id)
+        run_id = None if run_id is None else whole_number(run_id, "run_id")
+        k = 3 if k is None else whole_number(k, "k")
+        picture = open_rgb(image, name=Path(image).name)  # no server temp path in errors
+        studio_pred, what, _ = predict_image(studio, pid, picture, run_id)
         out = studio_pred.to_dict()
-        out["topk"] = out["topk"][: max(1, int(k or 3))]
+        out["topk"] = out["topk"][: max(1, k)]
         out["model"] = what
         out["image"] = Path(image).name
         return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from hiercore.data import Sample
 from hiercore.errors import DataError, TaxonomyError
@@ -290,6 +290,8 @@ def _inspect_image(data: bytes) -> tuple[str, int, int]:
         raise
     except Image.DecompressionBombError:
         raise DataError(f"more than the {MAX_PIXELS} pixel limit") from None
+    except UnidentifiedImageError:
+        raise DataError("not a readable image (not a format Pillow can read)") from None
     except Exception as exc:  # PIL raises many types on bad data; all mean "not an image"
         raise DataError(f"not a readable image ({type(exc).__name__}: {exc})") from None
     return fmt or "PNG", width, height
