@@ -52,10 +52,14 @@ class ImportSummary:
         if self.nodes_added:
             parts.append(f"{self.nodes_added} node(s) added to the taxonomy")
         if self.rejected:
-            name, why = self.rejected[0]
-            more = f" and {len(self.rejected) - 1} more" if len(self.rejected) > 1 else ""
-            parts.append(f"{len(self.rejected)} refused ({Path(name).name}: {why}{more})")
+            parts.append(self.refusals())
         return "; ".join(parts) + "."
+
+    def refusals(self) -> str:
+        """'N refused (first file: why and N-1 more)'; file names only, never folders."""
+        name, why = self.rejected[0]
+        more = f" and {len(self.rejected) - 1} more" if len(self.rejected) > 1 else ""
+        return f"{len(self.rejected)} refused ({Path(name).name}: {why}{more})"
 
 
 @dataclass

@@ -922,3 +922,23 @@ def test_predict_refuses_a_non_image_in_one_sentence_without_the_temp_path(studi
     for k in (float("inf"), float("nan")):
         with pytest.raises(gr.Error, match="k must be a whole number"):
             fns["predict"](str(pid), str(fake), None, k)
+
+
+def test_an_import_that_refuses_every_file_is_a_warning(ws, tmp_path, monkeypatch):
+    import webapp.tabs.annotate as annotate
+
+    toasts = []
+    monkeypatch.setattr(annotate.gr, "Warning", toasts.append)
+    pid = ws.create_project("p")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    fake = tmp_path / "fake.png"
+    fake.write_text("x")
+    refused = import_files(ws, pid, [notes, fake])
+    line = annotate.import_status(refused)
+    assert line.startswith("⚠️") and "Nothing was imported" in line.replace("\\", "")
+    assert len(toasts) == 1 and "2 refused" in toasts[0]
+    mixed = import_files(ws, pid, [write_image(tmp_path / "ok.png"), notes])
+    assert annotate.import_status(mixed).startswith("⚠️") and len(toasts) == 1
+    clean = import_files(ws, pid, [write_image(tmp_path / "ok2.png", (1, 2, 3))])
+    assert annotate.import_status(clean).startswith("✅")

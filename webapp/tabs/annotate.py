@@ -17,10 +17,10 @@ import numpy as np
 
 from hiercore.errors import HierTuneError
 from hiercore.images import open_rgb
-from hiercore.ingest import import_files
+from hiercore.ingest import ImportSummary, import_files
 from hiercore.review import review_order, review_scores
-from webapp.feedback import ok, user_errors
-from webapp.literal import md_text
+from webapp.feedback import ok, problem, user_errors
+from webapp.literal import html_text, md_text
 from webapp.pickers import node_picker
 from webapp.state import Studio
 
@@ -91,6 +91,18 @@ def suggestions(studio: Studio, pid: int, path: str) -> tuple[list[tuple[str, st
         if node is not None:
             out.append((f"{' / '.join(t['path'])} — {math.exp(t['score']):.0%}", node))
     return out, what
+
+
+def import_status(summary: ImportSummary) -> str:
+    """The status line of an import: a success only when nothing was refused; a warning
+    toast too when every file was refused (nothing came in)."""
+    if not summary.rejected:
+        return ok(summary.sentence())
+    if summary.added == 0 and summary.duplicates == 0:
+        sentence = f"Nothing was imported: {summary.refusals()}."
+        gr.Warning(html_text(sentence))
+        return problem(sentence)
+    return problem(summary.sentence())
 
 
 def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
@@ -285,7 +297,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         pid = studio.project_id(pid)
         summary = import_files(ws, pid, [str(f) for f in files or []], label or None, add)
         ids = build_queue(studio, pid, mode if mode not in REVIEW_MODES else "unlabelled")
-        return ok(summary.sentence()), {"ids": ids, "pos": 0}, None
+        return import_status(summary), {"ids": ids, "pos": 0}, None
 
     import_btn.click(
         do_import,
