@@ -104,7 +104,7 @@ METADATA_COLUMNS = frozenset({"style", "source", "note", "notes", "id", "weight"
 
 
 def samples_from_manifest(
-    csv_path: str | os.PathLike, taxonomy: Taxonomy | None = None
+    csv_path: str | os.PathLike, taxonomy: Taxonomy | None = None, max_rows: int | None = None
 ) -> tuple[Taxonomy, list[Sample]]:
     """A CSV manifest: a `path` column, one column per level, an optional `split` column.
 
@@ -120,6 +120,7 @@ def samples_from_manifest(
     Blank trailing level cells give a partial label; a row with every level blank is
     unlabelled. With `taxonomy`, every name path must already exist in it; without, the
     taxonomy is built from the rows (header = rank names, ids derived from name paths).
+    With `max_rows` (the studio's uploads), a longer manifest is refused as it is read.
     """
     csv_path = Path(csv_path)
     source = csv_path.name
@@ -135,6 +136,11 @@ def samples_from_manifest(
         for row in reader:
             if any(c.strip() for c in row):
                 rows.append((reader.line_num, [c.strip() for c in row]))
+                if max_rows is not None and len(rows) > max_rows + 1:  # + the header
+                    raise DataError(
+                        f"{source} has more than {max_rows:,} rows, the limit for one "
+                        "manifest; split it into several imports."
+                    )
     except csv.Error as exc:
         raise DataError(f"{source} line {reader.line_num + 1}: malformed CSV ({exc}).") from None
     if not rows:

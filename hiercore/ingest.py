@@ -22,6 +22,7 @@ level, see `hiercore.data.samples_from_manifest`). `import_files` sorts them out
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
@@ -29,7 +30,12 @@ from pathlib import Path, PureWindowsPath
 from hiercore.data import is_image_file, samples_from_folder_tree, samples_from_manifest
 from hiercore.errors import DataError
 from hiercore.store import Workspace
-from hiercore.taxonomy import ROOT, EditReport, Taxonomy
+from hiercore.taxonomy import Taxonomy
+
+MAX_MANIFEST_ROWS = 200_000
+"""Rows one uploaded manifest may have (as many as a zip may hold entries)."""
+MAX_REFUSAL_EXAMPLES = 20
+"""Refused files listed by name in an `ImportSummary`; the rest are only counted."""
 
 
 @dataclass
@@ -42,8 +48,20 @@ class ImportSummary:
     """Added images that came with a label."""
     nodes_added: int = 0
     """Taxonomy nodes created for labels the taxonomy lacked."""
+    refused: int = 0
+    """How many files or manifest rows were not imported."""
+    reasons: dict[str, int] = field(default_factory=dict)
+    """How many were refused for each reason (the reason without its file and line)."""
     rejected: list[tuple[str, str]] = field(default_factory=list)
-    """(file, why) for every file that was not imported."""
+    """(file, why) of the first `MAX_REFUSAL_EXAMPLES` refusals, in order."""
+
+    def refuse(self, name: str, why: str, reason: str | None = None) -> None:
+        """Count a refusal under `reason` (default: `why` without its line or details)."""
+        self.refused += 1
+        key = reason or _reason_of(why)
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+        if len(self.rejected) < MAX_REFUSAL_EXAMPLES:
+            self.rejected.append((name, why))
 
     def sentence(self) -> str:
         parts = [f"Imported {self.added} image(s) ({self.labelled} labelled)"]
@@ -51,15 +69,28 @@ class ImportSummary:
             parts.append(f"{self.duplicates} already in the project")
         if self.nodes_added:
             parts.append(f"{self.nodes_added} node(s) added to the taxonomy")
-        if self.rejected:
+        if self.refused:
             parts.append(self.refusals())
         return "; ".join(parts) + "."
 
     def refusals(self) -> str:
         """'N refused (first file: why and N-1 more)'; file names only, never folders."""
         name, why = self.rejected[0]
-        more = f" and {len(self.rejected) - 1} more" if len(self.rejected) > 1 else ""
-        return f"{len(self.rejected)} refused ({Path(name).name}: {why}{more})"
+        more = f" and {self.refused - 1} more" if self.refused > 1 else ""
+        text = f"{self.refused} refused ({Path(name).name}: {why}{more})"
+        if len(self.reasons) > 1:
+            counts = sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+            text += ", by reason: " + ", ".join(f"{n} {r}" for r, n in counts[:5])
+            if len(counts) > 5:
+                text += f" and {len(counts) - 5} other reason(s)"
+        return text
+
+
+def _reason_of(why: str) -> str:
+    """A refusal without its manifest line, details in brackets or image size."""
+    why = re.sub(r" in .+? line \d+", "", why)
+    why = re.sub(r"\d+x\d+ pixels", "its size", why)
+    return why.split(" (", 1)[0]
 
 
 @dataclass
@@ -106,7 +137,7 @@ def import_files(
             elif is_image_file(path):
                 upload.add(path, None)
             else:
-                summary.rejected.append((path.name, "not an image, a zip or a CSV manifest"))
+                summary.refuse(path.name, "not an image, a zip or a CSV manifest")
         listed: list[_Labelled] = []
         claimed: set[Path] = set()
         for manifest, root in manifests:
@@ -186,7 +217,7 @@ def _manifest_samples(
     summary: ImportSummary,
 ) -> list[_Labelled]:
     """Rows of a manifest, each resolved to a file of the same upload (see module doc)."""
-    tax, samples = samples_from_manifest(manifest)
+    tax, samples = samples_from_manifest(manifest, max_rows=MAX_MANIFEST_ROWS)
     folder = manifest.parent.relative_to(zip_root).parts if zip_root is not None else ()
     out = []
     for s in samples:
@@ -194,7 +225,7 @@ def _manifest_samples(
         where = f"{manifest.name} line {s.extra['line']}"
         found, why = _resolve(cell, folder, zip_root, upload, where)
         if found is None:
-            summary.rejected.append((cell, why))
+            summary.refuse(cell, why)
             continue
         claimed.add(found)
         names = tuple(tax.path_names(s.node_id)) if s.node_id else None
@@ -246,62 +277,35 @@ def _store(
     add_missing_nodes: bool,
     summary: ImportSummary,
 ) -> None:
-    wanted = {s.names for s in samples if s.names}
-    node_of = _nodes_for(workspace, project_id, wanted, add_missing_nodes, summary)
-    groups: dict[tuple[str | None, str | None], list[str]] = {}
-    for s in samples:
-        node = node_of[s.names] if s.names else None
-        groups.setdefault((node, s.split), []).append(s.path)
-    for s in free:
-        groups.setdefault((label, None), []).append(s.path)
-    for (node, split), paths in groups.items():
-        result = workspace.add_images(
-            project_id, [(Path(p).name, p) for p in paths], node_id=node, split=split
-        )
-        summary.added += len(result.added)
-        summary.labelled += len(result.added) if node else 0
-        summary.duplicates += len(result.duplicates)
-        summary.rejected.extend(result.rejected)
-
-
-def _nodes_for(
-    workspace: Workspace,
-    project_id: int,
-    wanted: set[tuple[str, ...]],
-    add_missing_nodes: bool,
-    summary: ImportSummary,
-) -> dict[tuple[str, ...], str]:
-    """Project node ids of name paths, adding the missing ones in one edit if allowed."""
-    tax = workspace.taxonomy(project_id)
-    missing = sorted(p for p in wanted if tax.find_by_path(list(p)) is None)
-    if missing and not add_missing_nodes:
-        raise DataError(
-            f"The label {' / '.join(missing[0])!r} is not in the taxonomy"
-            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-            + "; add it, or allow the import to add missing nodes."
-        )
-    if missing:
-        report = workspace.apply_edit(
-            project_id,
-            f"add {len(missing)} label path(s) from an image import",
-            lambda t: _add_paths(t, missing),
-        )
-        summary.nodes_added = len(report.affected)
+    """Add the images in one call: label paths the taxonomy lacks become nodes in the same
+    transaction, and only for images that were accepted (a refused file adds no node)."""
+    if not add_missing_nodes:  # refuse before any file is read
         tax = workspace.taxonomy(project_id)
-    return {p: tax.find_by_path(list(p)) for p in wanted}
+        missing = sorted({s.names for s in samples if s.names} - _known_paths(tax, samples))
+        if missing:
+            raise DataError(
+                f"The label {' / '.join(missing[0])!r} is not in the taxonomy"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                + "; add it, or allow the import to add missing nodes."
+            )
+    items = [(Path(s.path).name, s.path, s.names or None, s.split) for s in samples]
+    items += [(Path(s.path).name, s.path, label, None) for s in free]
+    result = workspace.add_labelled_images(
+        project_id,
+        items,
+        add_missing_nodes=add_missing_nodes,
+        edit_description="add {n} label path(s) from an image import",
+    )
+    summary.added += len(result.added)
+    summary.labelled += len(result.labelled)
+    summary.duplicates += len(result.duplicates)
+    summary.nodes_added += len(result.nodes_added)
+    for name, why in result.rejected:
+        summary.refuse(name, why)
 
 
-def _add_paths(tax: Taxonomy, paths: list[tuple[str, ...]]) -> EditReport:
-    added = []
-    for names in paths:
-        node = ROOT
-        for name in names:
-            child = next((c for c in tax.children(node) if tax.name(c) == name), None)
-            if child is None:
-                child = tax.add(name, node)
-                added.append(child)
-            node = child
-    return EditReport("add", added)
+def _known_paths(tax: Taxonomy, samples: list[_Labelled]) -> set[tuple[str, ...]]:
+    return {s.names for s in samples if s.names and tax.find_by_path(list(s.names)) is not None}
 
 
 __all__ = ["ImportSummary", "content_root", "import_files", "taxonomy_from_upload"]

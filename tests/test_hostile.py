@@ -942,3 +942,93 @@ def test_an_import_that_refuses_every_file_is_a_warning(ws, tmp_path, monkeypatc
     assert annotate.import_status(mixed).startswith("⚠️") and len(toasts) == 1
     clean = import_files(ws, pid, [write_image(tmp_path / "ok2.png", (1, 2, 3))])
     assert annotate.import_status(clean).startswith("✅")
+
+
+# ---------------------------------------------------------------- D13, D15: manifests
+
+
+def test_a_refused_image_adds_no_node(ws, tmp_path):
+    """A manifest row and a class folder whose file is no image leave no node behind."""
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    write_image(upload / "cat.png")
+    (upload / "snake.png").write_text("not an image")
+    manifest = upload / "manifest.csv"
+    manifest.write_text("path,class,kind\ncat.png,Mammalia,Cat\nsnake.png,Reptilia,Snake\n")
+    archive = tmp_path / "folders.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(upload / "cat.png", "pets/Mammalia/Dog/dog.png")
+        zf.writestr("pets/Aves/Crow/crow.png", b"not an image either")
+    pid = ws.create_project("p")
+    summary = import_files(ws, pid, [manifest, upload / "cat.png", upload / "snake.png"])
+    assert (summary.added, summary.refused) == (1, 1)
+    summary = import_files(ws, pid, [archive])
+    assert (summary.duplicates, summary.refused) == (1, 1)
+    tax = ws.taxonomy(pid)
+    paths = {" / ".join(tax.path_names(n)) for n in tax.iter_dfs()}
+    assert paths == {"Mammalia", "Mammalia / Cat", "Mammalia / Dog"}
+    assert summary.nodes_added == 1
+
+
+def test_an_import_refusing_everything_leaves_taxonomy_and_history_alone(ws, tmp_path):
+    (tmp_path / "snake.png").write_text("not an image")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,class\nsnake.png,Reptilia\n")
+    pid = ws.create_project("p")
+    before = state(ws, pid)
+    summary = import_files(ws, pid, [manifest, tmp_path / "snake.png"])
+    assert (summary.added, summary.nodes_added, summary.refused) == (0, 0, 1)
+    assert state(ws, pid) == before
+
+
+def test_nodes_and_images_of_an_import_commit_together(ws, tmp_path, monkeypatch):
+    """A failure after the nodes were added (here: while stamping the project) rolls the
+    nodes back with the images, and the written files are removed."""
+    image = write_image(tmp_path / "cat.png")
+    pid = ws.create_project("p")
+    before = state(ws, pid)
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ws, "_touch", broken)
+    with pytest.raises(OSError):
+        ws.add_labelled_images(pid, [("cat.png", image, ("Mammalia", "Cat"), None)])
+    assert state(ws, pid) == before
+
+
+def test_a_manifest_over_the_row_limit_is_one_sentence(ws, tmp_path, monkeypatch):
+    import hiercore.ingest as ingest
+    from hiercore.errors import DataError
+
+    monkeypatch.setattr(ingest, "MAX_MANIFEST_ROWS", 50)
+    manifest = write_manifest(tmp_path / "big.csv", [f"{i}.png" for i in range(51)])
+    pid = ws.create_project("p")
+    before = state(ws, pid)
+    with pytest.raises(DataError) as exc:
+        import_files(ws, pid, [manifest])
+    assert_one_sentence(str(exc.value), "big.csv has more than 50 rows, the limit")
+    assert state(ws, pid) == before
+    ok = write_manifest(tmp_path / "ok.csv", [f"{i}.png" for i in range(50)])
+    assert import_files(ws, pid, [ok]).refused == 50
+
+
+def test_refusals_are_counted_by_reason_with_a_few_examples(ws, tmp_path):
+    from hiercore.ingest import MAX_REFUSAL_EXAMPLES
+
+    cells = [f"missing{i}.png" for i in range(300)] + ["/etc/passwd"] * 3 + ["../x.png"]
+    manifest = write_manifest(tmp_path / "upload" / "manifest.csv", cells)
+    (tmp_path / "upload" / "notes.txt").write_text("x")
+    pid = ws.create_project("p")
+    summary = import_files(ws, pid, [manifest, tmp_path / "upload" / "notes.txt"])
+    assert summary.refused == 305
+    assert summary.reasons == {
+        "listed but not uploaded": 300,
+        "an absolute path": 3,
+        "points outside the upload": 1,
+        "not an image, a zip or a CSV manifest": 1,
+    }
+    assert len(summary.rejected) == MAX_REFUSAL_EXAMPLES
+    sentence = summary.sentence()
+    assert "305 refused" in sentence and "300 listed but not uploaded" in sentence
+    assert len(sentence) < 500 and sentence.endswith(".")

@@ -6,7 +6,8 @@ are named by id or by name. Endpoints (see the README for an example script):
 
 - ``/create_project(name)`` -> {project_id, name}
 - ``/import_taxonomy(project, file, drop_vanished_labels)`` -> {nodes, levels, leaves}
-- ``/import_images(project, files, label)`` -> {added, labelled, duplicates, rejected, ...}
+- ``/import_images(project, files, label)`` -> {added, labelled, duplicates, refused,
+  refused_by_reason, rejected (the first 20 as [file, why]), ...}
 - ``/start_training(project, config, run_name)`` -> {run_id, state}; `config` is a
   `RunConfig` as a dict (unset fields keep their defaults)
 - ``/training_status(run_id)`` -> {state: queued|running|finished|failed|stopped, epoch,
@@ -139,7 +140,9 @@ def build(studio: Studio) -> None:
             "labelled": summary.labelled,
             "duplicates": summary.duplicates,
             "nodes_added": summary.nodes_added,
-            "rejected": [list(r) for r in summary.rejected],
+            "refused": summary.refused,
+            "refused_by_reason": summary.reasons,
+            "rejected": [list(r) for r in summary.rejected],  # the first 20 refusals
             "message": summary.sentence(),
         }
 

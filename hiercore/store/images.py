@@ -22,7 +22,7 @@ from hiercore.data import Sample
 from hiercore.errors import DataError, TaxonomyError
 from hiercore.images import MAX_PIXELS, size_problem
 from hiercore.store.database import Database, frame, utc_now
-from hiercore.taxonomy import Taxonomy
+from hiercore.taxonomy import ROOT, EditReport, Taxonomy
 
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
 LABEL_SOURCES = ("human", "model", "import")
@@ -39,6 +39,10 @@ class ImageImport:
     """(original name, id of the identical image already in the project)."""
     rejected: list[tuple[str, str]] = field(default_factory=list)
     """(original name, why it was refused)."""
+    labelled: list[int] = field(default_factory=list)
+    """Ids of the added images that got a label."""
+    nodes_added: list[str] = field(default_factory=list)
+    """Nodes created for name-path labels the taxonomy lacked (`add_labelled_images`)."""
 
 
 class ImageLibrary(Database):
@@ -65,17 +69,38 @@ class ImageLibrary(Database):
         listed by name in `rejected` and the good ones are still added. A picture already
         in the project is not stored twice: it is listed in `duplicates` with its id.
         """
+        items = [(name, content, node_id, split) for name, content in files]
+        return self.add_labelled_images(project_id, items, source=source)
+
+    def add_labelled_images(
+        self,
+        project_id: int,
+        items: Iterable[tuple[str, bytes | str | Path, str | tuple[str, ...] | None, str | None]],
+        source: str = "import",
+        add_missing_nodes: bool = True,
+        edit_description: str = "add {n} label path(s) from an image import",
+    ) -> ImageImport:
+        """`add_images` with a label and split per file: (name, content, label, split).
+
+        A label is a node id (str), a name path (tuple: 'Aves', 'Corvidae') or None. Name
+        paths the taxonomy lacks are added in one undoable edit, in the same transaction
+        as the images and only for files that were accepted, so a refused image never
+        leaves a node behind (`ImageImport.nodes_added` lists them); with
+        `add_missing_nodes` off a missing path refuses the whole call. `edit_description`
+        names the edit in the history; {n} becomes the number of paths added.
+        """
         _check_source(source)
-        if split not in (None, "train", "val"):
-            raise DataError(f"An image split must be 'train' or 'val', not {split!r}.")
+        items = [(str(n), c, label, sp) for n, c, label, sp in items]
+        for *_, split in items:
+            if split not in (None, "train", "val"):
+                raise DataError(f"An image split must be 'train' or 'val', not {split!r}.")
         with self._read() as conn:  # before any file is written for it
             self._require_project(conn, project_id)
-        accepted: list[tuple[str, str, str, int, int]] = []  # name, sha, relative path, w, h
+        accepted: list[tuple] = []  # name, sha, relative path, w, h, label, split
         result = ImageImport()
         images_dir = self.project_dir(project_id) / "images"
         written: list[Path] = []
-        for name, content in files:
-            name = str(name)
+        for name, content, label, split in items:
             try:
                 data = self._read_upload(content)
                 fmt, width, height = _inspect_image(data)
@@ -93,14 +118,15 @@ class ImageLibrary(Database):
                 tmp.write_bytes(data)
                 tmp.replace(target)
                 written.append(target)
-            accepted.append((name, sha, rel.as_posix(), width, height))
+            accepted.append((name, sha, rel.as_posix(), width, height, label, split))
         try:
             with self._write() as conn:
                 self._require_project(conn, project_id)
-                if node_id is not None:
-                    self._require_node(conn, project_id, node_id)
+                node_of = self._label_nodes(
+                    conn, project_id, accepted, add_missing_nodes, edit_description, result
+                )
                 now = utc_now()
-                for name, sha, rel, width, height in accepted:
+                for name, sha, rel, width, height, label, split in accepted:
                     old = conn.execute(
                         "SELECT id FROM images WHERE project_id = ? AND sha256 = ?",
                         (project_id, sha),
@@ -108,6 +134,7 @@ class ImageLibrary(Database):
                     if old is not None:
                         result.duplicates.append((name, old[0]))
                         continue
+                    node = node_of[label] if label is not None else None
                     image_id = conn.execute(
                         "INSERT INTO images"
                         " (project_id, path, name, sha256, width, height, added, split)"
@@ -117,14 +144,53 @@ class ImageLibrary(Database):
                     conn.execute(
                         "INSERT INTO labels (image_id, node_id, source, updated) "
                         "VALUES (?, ?, ?, ?)",
-                        (image_id, node_id, source if node_id else None, now),
+                        (image_id, node, source if node else None, now),
                     )
                     result.added.append(image_id)
+                    if node is not None:
+                        result.labelled.append(image_id)
                 self._touch(conn, project_id, now)
         except BaseException:
             self._remove_unreferenced(written)
             raise
         return result
+
+    def _label_nodes(
+        self,
+        conn: sqlite3.Connection,
+        project_id: int,
+        accepted: list[tuple],
+        add_missing_nodes: bool,
+        description: str,
+        result: ImageImport,
+    ) -> dict:
+        """Node id of every label of the accepted files, adding missing name paths (in the
+        caller's write transaction) when allowed."""
+        labels = {a[5] for a in accepted if a[5] is not None}
+        tax = self._current(conn, project_id)[1]
+        for label in labels:
+            if isinstance(label, str) and label not in tax:
+                raise TaxonomyError(f"Node {label!r} is not in this project's taxonomy.")
+        paths = {label for label in labels if isinstance(label, tuple)}
+        missing = sorted(p for p in paths if tax.find_by_path(list(p)) is None)
+        if missing and not add_missing_nodes:
+            raise DataError(
+                f"The label {' / '.join(missing[0])!r} is not in the taxonomy"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                + "; add it, or allow the import to add missing nodes."
+            )
+        if missing:
+            report = self._edit(  # joins this transaction: nodes and images commit together
+                project_id,
+                lambda _: description.format(n=len(missing)),
+                lambda t: add_name_paths(t, missing),
+            )
+            result.nodes_added = list(report.affected)
+            tax = self._current(conn, project_id)[1]
+        return {
+            label: label if isinstance(label, str) else tax.find_by_path(list(label))
+            for label in labels
+        }
 
     def _read_upload(self, content: bytes | str | Path) -> bytes:
         """The file's bytes, or DataError with the reason (`rejected` pairs it with the name)."""
@@ -299,3 +365,17 @@ def _inspect_image(data: bytes) -> tuple[str, int, int]:
 
 def _extension(fmt: str) -> str:
     return _EXTENSIONS.get(fmt, "." + fmt.lower())
+
+
+def add_name_paths(tax: Taxonomy, paths: list[tuple[str, ...]]) -> EditReport:
+    """Add every name path (root first) that `tax` lacks; the edit's report lists them."""
+    added = []
+    for names in paths:
+        node = ROOT
+        for name in names:
+            child = next((c for c in tax.children(node) if tax.name(c) == name), None)
+            if child is None:
+                child = tax.add(name, node)
+                added.append(child)
+            node = child
+    return EditReport("add", added)

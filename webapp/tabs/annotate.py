@@ -96,7 +96,7 @@ def suggestions(studio: Studio, pid: int, path: str) -> tuple[list[tuple[str, st
 def import_status(summary: ImportSummary) -> str:
     """The status line of an import: a success only when nothing was refused; a warning
     toast too when every file was refused (nothing came in)."""
-    if not summary.rejected:
+    if not summary.refused:
         return ok(summary.sentence())
     if summary.added == 0 and summary.duplicates == 0:
         sentence = f"Nothing was imported: {summary.refusals()}."
