@@ -935,13 +935,13 @@ def test_an_import_that_refuses_every_file_is_a_warning(ws, tmp_path, monkeypatc
     fake = tmp_path / "fake.png"
     fake.write_text("x")
     refused = import_files(ws, pid, [notes, fake])
-    line = annotate.import_status(refused)
+    line = annotate.import_status_line(refused)
     assert line.startswith("⚠️") and "Nothing was imported" in line.replace("\\", "")
     assert len(toasts) == 1 and "2 refused" in toasts[0]
     mixed = import_files(ws, pid, [write_image(tmp_path / "ok.png"), notes])
-    assert annotate.import_status(mixed).startswith("⚠️") and len(toasts) == 1
+    assert annotate.import_status_line(mixed).startswith("⚠️") and len(toasts) == 1
     clean = import_files(ws, pid, [write_image(tmp_path / "ok2.png", (1, 2, 3))])
-    assert annotate.import_status(clean).startswith("✅")
+    assert annotate.import_status_line(clean).startswith("✅")
 
 
 # ---------------------------------------------------------------- D13, D15: manifests

@@ -93,7 +93,7 @@ def suggestions(studio: Studio, pid: int, path: str) -> tuple[list[tuple[str, st
     return out, what
 
 
-def import_status(summary: ImportSummary) -> str:
+def import_status_line(summary: ImportSummary) -> str:
     """The status line of an import: a success only when nothing was refused; a warning
     toast too when every file was refused (nothing came in)."""
     if not summary.refused:
@@ -297,7 +297,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         pid = studio.project_id(pid)
         summary = import_files(ws, pid, [str(f) for f in files or []], label or None, add)
         ids = build_queue(studio, pid, mode if mode not in REVIEW_MODES else "unlabelled")
-        return import_status(summary), {"ids": ids, "pos": 0}, None
+        return import_status_line(summary), {"ids": ids, "pos": 0}, None
 
     import_btn.click(
         do_import,
