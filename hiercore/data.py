@@ -47,7 +47,11 @@ _SPLIT_ALIASES = {
     "valid": "val",
     "validation": "val",
 }
-DEFAULT_ZIP_LIMIT = 4 * 1024**3  # 4 GiB uncompressed
+DEFAULT_ZIP_LIMIT = 2 * 1024**3  # 2 GiB uncompressed, for everything one import unpacks
+DEFAULT_ZIP_MAX_RATIO = 200
+"""Most a zip member may inflate relative to its packed size (images: about 1; text: <20)."""
+DEFAULT_ZIP_RATIO_FLOOR = 16 * 1024**2
+"""Members inflating to less than this are never refused for their ratio."""
 DEFAULT_ZIP_MAX_FILES = 200_000
 
 
@@ -397,13 +401,19 @@ def extract_zip_safely(
     dest: str | os.PathLike,
     max_total_bytes: int = DEFAULT_ZIP_LIMIT,
     max_files: int = DEFAULT_ZIP_MAX_FILES,
+    max_ratio: float = DEFAULT_ZIP_MAX_RATIO,
+    ratio_floor: int = DEFAULT_ZIP_RATIO_FLOOR,
+    limit_note: str = "the limit for an upload",
 ) -> list[Path]:
     """Extract `zip_path` into `dest` and return the extracted files.
 
     Refused, with nothing written, when a member has an absolute path or a '..'
     component, is a symlink, or when the files would exceed `max_total_bytes` (checked
     on the declared sizes first and on the bytes actually inflated while extracting, to
-    catch archives that lie) or `max_files`. `__MACOSX/` metadata is skipped.
+    catch archives that lie) or `max_files`. A member that inflates past `ratio_floor`
+    bytes to more than `max_ratio` times its compressed size is refused while it streams
+    (a bomb that stays under the total still fills a disk). `__MACOSX/` metadata is
+    skipped. `limit_note` says in the size sentence what `max_total_bytes` is.
     """
     zip_path, dest = Path(zip_path), Path(dest)
     name = zip_path.name
@@ -414,7 +424,7 @@ def extract_zip_safely(
     except (zipfile.BadZipFile, OSError):
         raise DataError(f"{name} is not a readable zip archive.") from None
     with archive:
-        members = _checked_members(archive, name, max_total_bytes, max_files)
+        members = _checked_members(archive, name, max_total_bytes, max_files, limit_note)
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         try:
@@ -425,13 +435,21 @@ def extract_zip_safely(
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
+                ratio_cap = max(ratio_floor, max_ratio * info.compress_size)
                 with archive.open(info) as src, open(target, "wb") as out:
+                    entry = 0
                     while chunk := src.read(1 << 20):
                         written += len(chunk)
+                        entry += len(chunk)
                         if written > max_total_bytes:
                             raise DataError(
                                 f"{name} inflates to more than {_size(max_total_bytes)}, "
-                                "the limit for an upload (a zip bomb?)."
+                                f"{limit_note} (a zip bomb?)."
+                            )
+                        if entry > ratio_cap:
+                            raise DataError(
+                                f"{name}: the entry {_entry(info.filename)} inflates more than "
+                                f"{max_ratio:g} times its packed size (a zip bomb?)."
                             )
                         out.write(chunk)
             return _move_into(staging, dest, [p for i, p in members if not i.is_dir()])
@@ -451,7 +469,11 @@ MAX_NAME_BYTES = 255
 
 
 def _checked_members(
-    archive: zipfile.ZipFile, name: str, max_total_bytes: int, max_files: int
+    archive: zipfile.ZipFile,
+    name: str,
+    max_total_bytes: int,
+    max_files: int,
+    limit_note: str = "the limit for an upload",
 ) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
     infos = archive.infolist()
     if len(infos) > max_files:
@@ -473,7 +495,7 @@ def _checked_members(
         if total > max_total_bytes:
             raise DataError(
                 f"{name} would inflate to more than {_size(max_total_bytes)}, "
-                "the limit for an upload (a zip bomb?)."
+                f"{limit_note} (a zip bomb?)."
             )
         parts = tuple(p for p in parts if p not in ("", "."))
         if not parts or parts[0] == "__MACOSX":
@@ -519,3 +541,6 @@ def _move_into(staging: Path, dest: Path, files: list[tuple[str, ...]]) -> list[
 
 def _size(n: int) -> str:
     return f"{n} bytes" if n < 1024**2 else f"{n / 1024**2:.0f} MiB"
+
+
+size_text = _size

@@ -27,7 +27,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 
-from hiercore.data import is_image_file, samples_from_folder_tree, samples_from_manifest
+from hiercore.data import (
+    DEFAULT_ZIP_LIMIT,
+    is_image_file,
+    samples_from_folder_tree,
+    samples_from_manifest,
+)
 from hiercore.errors import DataError
 from hiercore.store import Workspace
 from hiercore.taxonomy import Taxonomy
@@ -109,11 +114,17 @@ def import_files(
     files: list[str | os.PathLike],
     label: str | None = None,
     add_missing_nodes: bool = True,
+    max_unpacked_bytes: int = DEFAULT_ZIP_LIMIT,
 ) -> ImportSummary:
-    """Import uploaded files (images, zips, CSV manifests) into a project; see module doc."""
+    """Import uploaded files (images, zips, CSV manifests) into a project; see module doc.
+
+    All the zips of one call together may unpack to `max_unpacked_bytes`; what they
+    unpack lives in a temp folder that is removed when the call returns or fails.
+    """
     if not files:
         raise DataError("Choose some images, a zip or a CSV manifest to import.")
     summary = ImportSummary()
+    budget = max_unpacked_bytes
     with tempfile.TemporaryDirectory(prefix="hiertune-import-") as tmp:
         upload = _Upload()
         manifests: list[tuple[Path, Path | None]] = []  # (manifest, root of its zip)
@@ -123,7 +134,8 @@ def import_files(
             suffix = path.suffix.lower()
             if suffix == ".zip":
                 root = Path(tmp) / f"zip{i}"
-                extracted = _unpack(path, root)
+                extracted = _unpack(path, root, budget, max_unpacked_bytes)
+                budget -= sum(p.stat().st_size for p in extracted)
                 inner = [p for p in extracted if p.suffix.lower() == ".csv"]
                 if inner:
                     manifests.extend((m, root) for m in inner)
@@ -148,10 +160,19 @@ def import_files(
     return summary
 
 
-def _unpack(zip_path: Path, dest: Path) -> list[Path]:
-    from hiercore.data import extract_zip_safely
+def _unpack(
+    zip_path: Path, dest: Path, budget: int = DEFAULT_ZIP_LIMIT, limit: int = DEFAULT_ZIP_LIMIT
+) -> list[Path]:
+    """Unpack a zip into `dest` within `budget` bytes (what is left of `limit` for the
+    whole import)."""
+    from hiercore.data import extract_zip_safely, size_text
 
-    return extract_zip_safely(zip_path, dest)
+    if budget >= limit:
+        return extract_zip_safely(zip_path, dest, max_total_bytes=limit)
+    note = f"what is left of the {size_text(limit)} limit for one import"
+    if budget <= 0:
+        raise DataError(f"{zip_path.name} does not fit: the upload's other zips used {note}.")
+    return extract_zip_safely(zip_path, dest, max_total_bytes=budget, limit_note=note)
 
 
 def content_root(root: Path) -> Path:

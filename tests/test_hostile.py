@@ -8,6 +8,7 @@ import builtins
 import contextlib
 import io
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -834,7 +835,11 @@ def test_a_taxonomy_at_the_depth_limit_round_trips_through_json(fmt):
 
 
 def zip_of(path: Path, entries: list[str]) -> Path:
-    png = write_image(path.parent / "one.png").read_bytes()
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 120, 200)).save(buffer, "PNG")
+    png = buffer.getvalue()
     with zipfile.ZipFile(path, "w") as zf:
         for entry in entries:
             if entry.endswith("/"):
@@ -1032,3 +1037,91 @@ def test_refusals_are_counted_by_reason_with_a_few_examples(ws, tmp_path):
     sentence = summary.sentence()
     assert "305 refused" in sentence and "300 listed but not uploaded" in sentence
     assert len(sentence) < 500 and sentence.endswith(".")
+
+
+# ---------------------------------------------------------------- D4: zip bombs, temp disk
+
+
+def test_a_highly_compressible_entry_is_refused_while_it_streams(tmp_path):
+    from hiercore.data import extract_zip_safely
+    from hiercore.errors import DataError
+
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("cats/zeros.png", b"\0" * 2_000_000)  # about 2 KB packed, 1000:1
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as exc:
+        extract_zip_safely(archive, out, max_ratio=200, ratio_floor=100_000)
+    assert_one_sentence(str(exc.value), "the entry 'cats/zeros.png' inflates more than 200 times")
+    assert not out.exists() and sorted(tmp_path.iterdir()) == [archive]
+    # below the floor the ratio is not held against an entry (a small text file)
+    assert len(extract_zip_safely(archive, out, max_ratio=200, ratio_floor=4_000_000)) == 1
+
+
+def test_the_zips_of_one_import_share_one_size_limit(ws, tmp_path, monkeypatch):
+    from hiercore.errors import DataError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    zips = []
+    for i in range(2):
+        path = tmp_path / f"z{i}.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(f"c{i}/noise.bin", os.urandom(60_000))
+        zips.append(path)
+    pid = ws.create_project("p")
+    before = state(ws, pid)
+    with pytest.raises(DataError) as exc:
+        import_files(ws, pid, zips, max_unpacked_bytes=100_000)
+    assert_one_sentence(str(exc.value), "z1.zip would inflate to more than 40000 bytes")
+    assert "what is left of the 100000 bytes limit for one import" in str(exc.value)
+    assert state(ws, pid) == before
+    assert list((tmp_path / "tmp").iterdir()) == []  # the extraction folder went too
+    assert import_files(ws, pid, zips[:1], max_unpacked_bytes=100_000).added == 0  # fits
+
+
+@pytest.fixture
+def gradio_uploads(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "gradio"
+    folder.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    return folder
+
+
+def upload_file(folder: Path, name: str, write) -> Path:
+    path = folder / f"hash-{name}" / name
+    path.parent.mkdir()
+    write(path)
+    return path
+
+
+def test_uploads_are_deleted_after_an_import(studio_app, tmp_path, gradio_uploads):
+    studio, fns = studio_app
+    pid = studio.workspace.create_project("uploads")
+    image = upload_file(gradio_uploads, "cat.png", write_image)
+    archive = upload_file(
+        gradio_uploads, "pack.zip", lambda p: zip_of(p, ["pets/Cat/a.png", "pets/Dog/b.png"])
+    )
+    own = write_image(tmp_path / "mine.png", (9, 9, 9))  # not in Gradio's folder: kept
+    out = fns["import_images"](str(pid), [str(image), str(archive), str(own)], "")
+    assert out["added"] == 2 and out["duplicates"] == 2
+    assert list(gradio_uploads.iterdir()) == [] and own.exists()
+    # the API discards a refused upload too; the studio's form keeps it for a retry
+    bad = upload_file(gradio_uploads, "bad.zip", lambda p: p.write_text("not a zip"))
+    with pytest.raises(Exception, match=r"bad\.zip is not a readable zip archive"):
+        fns["import_images"](str(pid), [str(bad)], "")
+    assert not bad.exists()
+    bad = upload_file(gradio_uploads, "bad.zip", lambda p: p.write_text("not a zip"))
+    status, *_ = fns["do_import"](pid, [str(bad)], None, True, "unlabelled", False)
+    assert status.startswith("⚠️") and bad.exists()
+    good = upload_file(gradio_uploads, "dog.png", lambda p: write_image(p, (1, 200, 1)))
+    status, *_ = fns["do_import"](pid, [str(good)], None, True, "unlabelled", False)
+    assert status.startswith("✅") and not good.exists()
+
+
+def test_taxonomy_uploads_are_deleted_after_an_import(studio_app, gradio_uploads):
+    studio, fns = studio_app
+    pid = studio.workspace.create_project("taxonomy upload")
+    text = upload_file(gradio_uploads, "tax.csv", lambda p: p.write_text("class,kind\nA,a\n"))
+    assert fns["import_taxonomy"](str(pid), str(text))["nodes"] == 2
+    assert not text.exists()

@@ -33,6 +33,7 @@ from webapp.tabs.predict import predict_image
 from webapp.tabs.results import metrics_of
 from webapp.tabs.taxonomy import import_taxonomy_file
 from webapp.tabs.train import start_run
+from webapp.uploads import uploads_discarded
 
 
 def api_errors(fn):
@@ -121,7 +122,8 @@ def build(studio: Studio) -> None:
         pid = studio.resolve_project(project)
         if not file:
             raise HierTuneError("Upload a taxonomy file.")
-        tax = import_taxonomy_file(studio, pid, file, drop_vanished_labels)
+        with uploads_discarded([file]):
+            tax = import_taxonomy_file(studio, pid, file, drop_vanished_labels)
         return {"nodes": len(tax), "levels": tax.max_depth, "leaves": len(tax.leaves())}
 
     tax_btn.click(
@@ -134,7 +136,9 @@ def build(studio: Studio) -> None:
         'Aves / Corvidae') labels the loose images."""
         pid = studio.resolve_project(project)
         node = _label_node(studio, pid, label)
-        summary = import_files(ws, pid, [str(f) for f in files or []], node)
+        uploaded = [str(f) for f in files or []]
+        with uploads_discarded(uploaded):  # Gradio would keep them until the server stops
+            summary = import_files(ws, pid, uploaded, node)
         return {
             "added": summary.added,
             "labelled": summary.labelled,

@@ -23,6 +23,7 @@ from webapp.feedback import ok, problem, user_errors
 from webapp.literal import html_text, md_text
 from webapp.pickers import node_picker
 from webapp.state import Studio
+from webapp.uploads import uploads_discarded
 
 QUEUES = [
     ("unlabelled images", "unlabelled"),
@@ -295,7 +296,9 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
     @user_errors(3)
     def do_import(pid, files, label, add, mode, with_suggestions):
         pid = studio.project_id(pid)
-        summary = import_files(ws, pid, [str(f) for f in files or []], label or None, add)
+        uploaded = [str(f) for f in files or []]
+        with uploads_discarded(uploaded, on_error=False):  # else kept until the server stops
+            summary = import_files(ws, pid, uploaded, label or None, add)
         ids = build_queue(studio, pid, mode if mode not in REVIEW_MODES else "unlabelled")
         return import_status_line(summary), {"ids": ids, "pos": 0}, None
 

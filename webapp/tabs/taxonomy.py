@@ -15,6 +15,7 @@ from webapp.feedback import ok, user_errors
 from webapp.literal import md_text
 from webapp.pickers import node_picker, text_tree
 from webapp.state import Studio
+from webapp.uploads import uploads_discarded
 
 DELETE_DESTINATIONS = [
     ("move them to the deleted node's parent (partial labels)", "parent"),
@@ -291,7 +292,8 @@ def build(studio: Studio, project: gr.BrowserState) -> TaxonomyTab:
         pid = studio.project_id(pid)
         if not file:
             raise HierTuneError("Choose a taxonomy file to import first.")
-        tax = import_taxonomy_file(studio, pid, file, drop)
+        with uploads_discarded([file], on_error=False):  # else kept until the server stops
+            tax = import_taxonomy_file(studio, pid, file, drop)
         return after_edit(
             pid,
             f"Imported {Path(file).name}: {len(tax)} nodes, {tax.max_depth} levels.",
