@@ -143,7 +143,8 @@ def import_files(
                         if is_image_file(p):
                             upload.add(p, root)
                 else:
-                    folder_sets.extend(_zip_samples(content_root(root), extracted))
+                    top = content_root(root, workspace.taxonomy(project_id))
+                    folder_sets.extend(_zip_samples(top, extracted))
             elif suffix in (".csv", ".tsv"):
                 manifests.append((path, None))
             elif is_image_file(path):
@@ -175,11 +176,15 @@ def _unpack(
     return extract_zip_safely(zip_path, dest, max_total_bytes=budget, limit_note=note)
 
 
-def content_root(root: Path) -> Path:
-    """An unpacked zip's content root: a lone top folder (how most zip tools pack) is skipped."""
+def content_root(root: Path, taxonomy: Taxonomy | None = None) -> Path:
+    """An unpacked zip's content root: a lone top folder (how most zip tools pack) is
+    skipped, unless it is named like a node of `taxonomy`: a zip of one branch
+    (`Angular/hexagon/...`) keeps its top class."""
     entries = [e for e in root.iterdir() if not e.name.startswith(".") and e.name != "__MACOSX"]
     if len(entries) == 1 and entries[0].is_dir():
-        return entries[0]
+        names = {taxonomy.name(n) for n in taxonomy.iter_dfs()} if taxonomy is not None else set()
+        if entries[0].name not in names:
+            return entries[0]
     return root
 
 

@@ -1125,3 +1125,31 @@ def test_taxonomy_uploads_are_deleted_after_an_import(studio_app, gradio_uploads
     text = upload_file(gradio_uploads, "tax.csv", lambda p: p.write_text("class,kind\nA,a\n"))
     assert fns["import_taxonomy"](str(pid), str(text))["nodes"] == 2
     assert not text.exists()
+
+
+# ---------------------------------------------------------------- H2: a zip of one branch
+
+
+def test_a_zip_of_one_branch_keeps_its_top_class(ws, tmp_path):
+    from hiercore.taxonomy import Taxonomy
+
+    pid = ws.create_project("shapes")
+    tax = Taxonomy()
+    angular = tax.add("Angular")
+    tax.add("green hexagon", tax.add("hexagon", angular))
+    tax.add("Round")
+    ws.set_taxonomy(pid, tax, "shapes")
+    branch = zip_of(tmp_path / "branch.zip", ["Angular/hexagon/green hexagon/a.png"])
+    summary = import_files(ws, pid, [branch])
+    assert (summary.added, summary.nodes_added) == (1, 0)
+    after = ws.taxonomy(pid)
+    assert sorted(after.name(n) for n in after.children()) == ["Angular", "Round"]
+    [label] = ws.images(pid)["node_id"]
+    assert after.path_names(label) == ["Angular", "hexagon", "green hexagon"]
+    # a wrapper folder that is not a class is still skipped
+    wrapped = tmp_path / "wrapped.zip"
+    with zipfile.ZipFile(wrapped, "w") as zf:
+        zf.write(write_image(tmp_path / "c.png", (5, 5, 5)), "export-2024/Round/c.png")
+    summary = import_files(ws, pid, [wrapped])
+    assert (summary.added, summary.nodes_added) == (1, 0)
+    assert sorted(after.name(n) for n in ws.taxonomy(pid).children()) == ["Angular", "Round"]
