@@ -1153,3 +1153,31 @@ def test_a_zip_of_one_branch_keeps_its_top_class(ws, tmp_path):
     summary = import_files(ws, pid, [wrapped])
     assert (summary.added, summary.nodes_added) == (1, 0)
     assert sorted(after.name(n) for n in ws.taxonomy(pid).children()) == ["Angular", "Round"]
+
+
+# ---------------------------------------------------------------- H1: one pick, one write
+
+
+def test_one_pick_writes_one_label_even_if_its_event_fires_twice(studio_app, tmp_path):
+    studio, fns = studio_app
+    ws = studio.workspace
+    pid = trainable_project(studio, tmp_path)
+    ws.add_images(pid, [("third.png", write_image(tmp_path / "3.png", (200, 1, 1)))])
+    ids = [int(i) for i in ws.images(pid)["id"]]
+    before = {i: ws.images(pid).set_index("id").loc[i, "node_id"] for i in ids}
+    dog = next(n for n in ws.taxonomy(pid).iter_dfs() if ws.taxonomy(pid).name(n) == "dog")
+    cur = {"ids": ids, "pos": 0}
+    shown = str(ids[0])  # what the page showed when the user picked
+    first = fns["pick_label"](pid, cur, False, dog, shown)
+    status, cur_after = first[0], first[1]
+    assert "Saved: dog" in status.replace("\\", "") and cur_after["pos"] == 1
+    # the same pick's second event: the cursor has moved on, the page's image id has not
+    again = fns["pick_label"](pid, cur_after, False, dog, shown)
+    assert all(isinstance(x, dict) and x.get("__type__") == "update" for x in again)
+    # an empty value is the dropdown being reset for the next image: no write, no clear
+    reset = fns["pick_label"](pid, cur_after, False, None, str(ids[1]))
+    assert all(isinstance(x, dict) and x.get("__type__") == "update" for x in reset)
+    labels = ws.images(pid).set_index("id")["node_id"]
+    assert labels[ids[0]] == dog
+    assert labels[ids[1]] == before[ids[1]] and labels[ids[2]] == before[ids[2]]
+    assert first[-1] == str(ids[1])  # the page now shows the next image's id
