@@ -40,6 +40,8 @@ EXPORTS = {
     "wide_csv": ("Wide CSV, one column per rank", "taxonomy.csv"),
     "edge_csv": ("Edge CSV: id, name, parent_id", "edges.csv"),
     "labelstudio": ("Label Studio taxonomy JSON", "labelstudio.json"),
+    "labelstudio_xml": ("Label Studio labeling config (XML)", "labelstudio-config.xml"),
+    "text_tree": ("Indented text tree", "taxonomy.txt"),
     "newick": ("Newick", "taxonomy.nwk"),
     "json": ("HierTune JSON (ids, descriptions)", "taxonomy.json"),
     "folder": ("Folder tree (zip of empty class folders)", "folders.zip"),
