@@ -1181,3 +1181,81 @@ def test_one_pick_writes_one_label_even_if_its_event_fires_twice(studio_app, tmp
     assert labels[ids[0]] == dog
     assert labels[ids[1]] == before[ids[1]] and labels[ids[2]] == before[ids[2]]
     assert first[-1] == str(ids[1])  # the page now shows the next image's id
+
+
+# ---------------------------------------------------------------- D10: login throttling
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_wrong_passwords_lock_a_username_for_a_growing_while():
+    from webapp.auth import LoginThrottle, password_check
+
+    clock = FakeClock()
+    checked = []
+
+    def check(user, password):
+        checked.append(password)
+        return password_check("ada", "s3cret")(user, password)
+
+    login = LoginThrottle(check, free_failures=5, base_delay=2, max_delay=60, clock=clock)
+    for _ in range(4):
+        assert not login("ada", "guess")
+    assert login.locked_for("ada") == 0
+    assert not login("ada", "guess")  # the fifth failure locks for 2 s
+    assert login.locked_for("ADA ") == 2  # the same user however it is typed
+    n = len(checked)
+    assert not login("ada", "s3cret")  # even the right password is refused meanwhile...
+    assert len(checked) == n  # ...without being checked
+    assert login("bob", "x") is False and login.locked_for("bob") == 0  # others unaffected
+    clock.now += 2
+    assert not login("ada", "guess")  # sixth failure: 4 s
+    assert login.locked_for("ada") == 4
+    clock.now += 4
+    assert not login("ada", "guess")
+    assert login.locked_for("ada") == 8
+    for _ in range(10):  # the interval stops growing at max_delay
+        clock.now += 60
+        login("ada", "guess")
+    assert login.locked_for("ada") == 60
+    clock.now += 60
+    assert login("ada", "s3cret")  # a correct login after the wait clears the count
+    assert not login("ada", "guess") and login.locked_for("ada") == 0
+
+
+def test_the_studio_login_route_is_throttled(tmp_path):
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from test_webapp_api import free_port
+
+    from webapp.app import launch
+
+    port = free_port()
+    app, studio = launch(
+        tmp_path / "ws", port=port, auth=("ada", "s3cret"), prevent_thread_lock=True
+    )
+
+    def login(password: str) -> int:
+        form = urllib.parse.urlencode({"username": "ada", "password": password}).encode()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", form, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        assert login("s3cret") == 200
+        statuses = [login("wrong") for _ in range(5)]
+        assert statuses == [400] * 5
+        assert login("s3cret") == 400  # locked: the right password is refused for now
+    finally:
+        app.close()
+        studio.close()

@@ -16,6 +16,7 @@ import gradio as gr
 from hiercore.errors import HierTuneError
 from hiercore.store.database import DB_NAME
 from webapp import api
+from webapp.auth import LoginThrottle, password_check
 from webapp.literal import md_text
 from webapp.state import Studio, model_notice
 from webapp.tabs import annotate, predict, projects, results, taxonomy, train
@@ -200,7 +201,9 @@ def launch(
         server_name=host,
         server_port=port,
         share=share,
-        auth=auth,
+        # Gradio does not limit login attempts: a username is refused for a growing while
+        # after five wrong passwords (webapp.auth)
+        auth=LoginThrottle(password_check(*auth)) if auth else None,
         max_file_size=MAX_UPLOAD,
         allowed_paths=allowed,
         blocked_paths=blocked,
