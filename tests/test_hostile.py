@@ -1259,3 +1259,84 @@ def test_the_studio_login_route_is_throttled(tmp_path):
     finally:
         app.close()
         studio.close()
+
+
+# ---------------------------------------------------------------- D6: kill -9 during an import
+
+KILLER = """
+import os, shutil, signal, sys
+from pathlib import Path
+
+import hiercore.store.images as images
+from hiercore.ingest import import_files
+from hiercore.store import Workspace
+
+root, pid, point, after, upload = sys.argv[1:]
+calls = [0]
+
+
+def die_after(fn):
+    def wrapper(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > int(after):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+if point == "staging":  # while the files are written to the staging folder
+    Path.write_bytes = die_after(Path.write_bytes)
+elif point == "publish":  # some files moved into images/, COMMIT not reached
+    os.replace = die_after(os.replace)
+elif point == "rows":  # rows inserted, nothing published yet
+    images.ImageLibrary._touch = die_after(images.ImageLibrary._touch)
+elif point == "committed":  # committed, staging folder not yet removed
+    images.shutil.rmtree = die_after(shutil.rmtree)
+ws = Workspace(root)
+files = sorted(str(p) for p in Path(upload).iterdir())
+import_files(ws, int(pid), files)
+print("finished")
+"""
+
+
+@pytest.mark.parametrize(
+    ("point", "after"), [("staging", 3), ("publish", 2), ("rows", 0), ("committed", 0)]
+)
+def test_a_kill_during_an_import_leaves_all_or_nothing(tmp_path, point, after):
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "ws"
+    with Workspace(root) as ws:
+        pid = ws.create_project("p")
+        before = state(ws, pid)
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    rows = ["path,class,kind"]
+    for i in range(6):
+        write_image(upload / f"{i}.png", (i * 30, 10, 10))
+        rows.append(f"{i}.png,Animals,kind{i % 2}")
+    (upload / "manifest.csv").write_text("\n".join(rows) + "\n")
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(script), str(root), str(pid), point, str(after), str(upload)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    with Workspace(root) as ws:  # opening it sweeps what the killed import left
+        images = ws.images(pid)
+        if point == "committed":
+            assert len(images) == 6
+            tax = ws.taxonomy(pid)
+            assert sorted(tax.name(n) for n in tax.iter_dfs()) == ["Animals", "kind0", "kind1"]
+        else:
+            assert state(ws, pid) == before  # nothing of the import: rows, nodes, files
+        stored = {p.name for p in (root / "projects" / str(pid) / "images").iterdir()}
+        assert stored == {Path(p).name for p in images["path"]}  # no orphan, none missing
+        assert list((root / ".staging").iterdir()) == []

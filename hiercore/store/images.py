@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
+import shutil
 import sqlite3
-import threading
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,8 @@ from hiercore.store.database import Database, frame, utc_now
 from hiercore.taxonomy import ROOT, EditReport, Taxonomy
 
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
+STAGING = ".staging"
+"""Folder of the workspace where an import's files wait for its transaction."""
 LABEL_SOURCES = ("human", "model", "import")
 _EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tif"}
 
@@ -99,27 +104,26 @@ class ImageLibrary(Database):
         accepted: list[tuple] = []  # name, sha, relative path, w, h, label, split
         result = ImageImport()
         images_dir = self.project_dir(project_id) / "images"
+        # Files are staged before the transaction so it stays short, and moved into
+        # images/ just before it commits (see _publish); a kill at any moment leaves
+        # either nothing of the import or all of it, once sweep_staging has run.
+        staging = self._new_staging()
+        staged: dict[str, Path] = {}  # relative target -> staged file
         written: list[Path] = []
-        for name, content, label, split in items:
-            try:
-                data = self._read_upload(content)
-                fmt, width, height = _inspect_image(data)
-            except DataError as exc:
-                result.rejected.append((name, str(exc)))
-                continue
-            sha = hashlib.sha256(data).hexdigest()
-            rel = Path("projects", str(int(project_id)), "images", sha + _extension(fmt))
-            target = self.root / rel
-            if not target.exists():
-                # Files are written before the transaction so it stays short; content
-                # addressing makes a repeat harmless, and a rollback removes them below.
-                images_dir.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_suffix(target.suffix + f".{threading.get_ident()}.tmp")
-                tmp.write_bytes(data)
-                tmp.replace(target)
-                written.append(target)
-            accepted.append((name, sha, rel.as_posix(), width, height, label, split))
         try:
+            for name, content, label, split in items:
+                try:
+                    data = self._read_upload(content)
+                    fmt, width, height = _inspect_image(data)
+                except DataError as exc:
+                    result.rejected.append((name, str(exc)))
+                    continue
+                sha = hashlib.sha256(data).hexdigest()
+                rel = Path("projects", str(int(project_id)), "images", sha + _extension(fmt))
+                if rel.as_posix() not in staged and not (self.root / rel).exists():
+                    staged[rel.as_posix()] = staging / rel.name
+                    staged[rel.as_posix()].write_bytes(data)
+                accepted.append((name, sha, rel.as_posix(), width, height, label, split))
             with self._write() as conn:
                 self._require_project(conn, project_id)
                 node_of = self._label_nodes(
@@ -150,10 +154,69 @@ class ImageLibrary(Database):
                     if node is not None:
                         result.labelled.append(image_id)
                 self._touch(conn, project_id, now)
+                if staged:
+                    images_dir.mkdir(parents=True, exist_ok=True)
+                    self._publish(staging, staged, written)
         except BaseException:
             self._remove_unreferenced(written)
             raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return result
+
+    # ------------------------------------------------------------------ staging
+    # An import's files wait in .staging/<pid>-<random>/ (the folder names the process
+    # that owns it). Inside the import's write transaction, just before COMMIT, the list
+    # of their final paths is written and fsynced to moving.json and the files are moved
+    # into images/. If the process dies before COMMIT, those files are in images/ but no
+    # row names them: the next Workspace opened on the folder (sweep_staging) deletes the
+    # files moving.json lists that no image row references, and the staging folder.
+
+    def _new_staging(self) -> Path:
+        base = self.root / STAGING
+        base.mkdir(exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
+
+    def _publish(self, staging: Path, staged: dict[str, Path], published: list[Path]) -> None:
+        """Move the staged files into place, adding each to `published` as it lands."""
+        moving = staging / "moving.json"
+        with open(moving, "w") as f:
+            json.dump(sorted(staged), f)
+            f.flush()
+            os.fsync(f.fileno())
+        for rel, path in staged.items():
+            os.replace(path, self.root / rel)
+            published.append(self.root / rel)
+
+    def sweep_staging(self) -> int:
+        """Remove what imports killed mid-way left behind: staging folders of processes
+        that no longer run, and files they moved into images/ that no row references.
+        Returns how many files went."""
+        base = self.root / STAGING
+        if not base.is_dir():
+            return 0
+        removed = 0
+        for folder in base.iterdir():
+            owner = folder.name.split("-", 1)[0]
+            if owner.isdigit() and _process_alive(int(owner)):
+                continue
+            moving = folder / "moving.json"
+            targets: list[str] = []
+            if moving.is_file():
+                try:
+                    targets = [str(t) for t in json.loads(moving.read_text())]
+                except (OSError, ValueError):
+                    targets = []
+            for rel in targets:
+                path = self.root / rel
+                if path.parent.name != "images" or not path.is_file():
+                    continue  # only image files of a project, as _publish wrote them
+                row = self._conn().execute("SELECT 1 FROM images WHERE path = ?", (rel,))
+                if row.fetchone() is None:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            shutil.rmtree(folder, ignore_errors=True)
+        return removed
 
     def _label_nodes(
         self,
@@ -335,6 +398,19 @@ class ImageLibrary(Database):
             Sample(p, n, s if isinstance(s, str) else None)
             for p, n, s in zip(df["path"], df["node_id"], df["split"], strict=True)
         ]
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this id runs (this one counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
 
 
 def _check_source(source: str) -> None:
