@@ -420,7 +420,7 @@ def extract_zip_safely(
     try:
         archive = zipfile.ZipFile(zip_path)
     except FileNotFoundError:
-        raise DataError(f"{zip_path}: no such zip file.") from None
+        raise DataError(f"{name}: no such zip file.") from None
     except (zipfile.BadZipFile, OSError):
         raise DataError(f"{name} is not a readable zip archive.") from None
     with archive:
