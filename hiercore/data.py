@@ -30,6 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from hiercore.errors import DataError, HierTuneError
+from hiercore.images import MAX_PIXELS, size_problem
 from hiercore.taxonomy import LevelIndex, Taxonomy
 from hiercore.taxonomy.formats import walk_class_folders
 from hiercore.taxonomy.pathtree import PathTreeBuilder
@@ -46,7 +47,11 @@ _SPLIT_ALIASES = {
     "valid": "val",
     "validation": "val",
 }
-DEFAULT_ZIP_LIMIT = 4 * 1024**3  # 4 GiB uncompressed
+DEFAULT_ZIP_LIMIT = 2 * 1024**3  # 2 GiB uncompressed, for everything one import unpacks
+DEFAULT_ZIP_MAX_RATIO = 200
+"""Most a zip member may inflate relative to its packed size (images: about 1; text: <20)."""
+DEFAULT_ZIP_RATIO_FLOOR = 16 * 1024**2
+"""Members inflating to less than this are never refused for their ratio."""
 DEFAULT_ZIP_MAX_FILES = 200_000
 
 
@@ -103,7 +108,7 @@ METADATA_COLUMNS = frozenset({"style", "source", "note", "notes", "id", "weight"
 
 
 def samples_from_manifest(
-    csv_path: str | os.PathLike, taxonomy: Taxonomy | None = None
+    csv_path: str | os.PathLike, taxonomy: Taxonomy | None = None, max_rows: int | None = None
 ) -> tuple[Taxonomy, list[Sample]]:
     """A CSV manifest: a `path` column, one column per level, an optional `split` column.
 
@@ -111,10 +116,15 @@ def samples_from_manifest(
     as is every column that is not one of the taxonomy's rank names when a taxonomy with
     rank names is given.
 
-    Paths are relative to the CSV's folder (absolute paths are kept). Blank trailing
-    level cells give a partial label; a row with every level blank is unlabelled. With
-    `taxonomy`, every name path must already exist in it; without, the taxonomy is built
-    from the rows (header = rank names, ids derived from name paths).
+    Paths are relative to the CSV's folder (absolute paths are kept), which suits the CLI
+    reading its own files; the cell as written is kept in `extra["path_cell"]`. Nothing
+    here opens the image files, and an uploaded manifest's paths must never be opened as
+    they are: the studio resolves them against the upload instead (`hiercore.ingest`).
+
+    Blank trailing level cells give a partial label; a row with every level blank is
+    unlabelled. With `taxonomy`, every name path must already exist in it; without, the
+    taxonomy is built from the rows (header = rank names, ids derived from name paths).
+    With `max_rows` (the studio's uploads), a longer manifest is refused as it is read.
     """
     csv_path = Path(csv_path)
     source = csv_path.name
@@ -130,6 +140,11 @@ def samples_from_manifest(
         for row in reader:
             if any(c.strip() for c in row):
                 rows.append((reader.line_num, [c.strip() for c in row]))
+                if max_rows is not None and len(rows) > max_rows + 1:  # + the header
+                    raise DataError(
+                        f"{source} has more than {max_rows:,} rows, the limit for one "
+                        "manifest; split it into several imports."
+                    )
     except csv.Error as exc:
         raise DataError(f"{source} line {reader.line_num + 1}: malformed CSV ({exc}).") from None
     if not rows:
@@ -176,6 +191,7 @@ def samples_from_manifest(
                 raise DataError(f"{where}: {' / '.join(names)!r} is not a path of the taxonomy.")
         path = base / row[path_col]
         extra = {"line": line, **{header[i]: row[i] for i in extra_cols}}
+        extra["path_cell"] = row[path_col]
         samples.append(Sample(str(path), node, split, extra))
     if builder is not None:
         if not builder.records:
@@ -295,13 +311,16 @@ def image_problem(path: str | os.PathLike) -> str | None:
 def _decode_problem(path: str) -> str | None:
     try:
         with Image.open(path) as img:
+            too_big = size_problem(*img.size)
+            if too_big is not None:
+                return f"The image is refused: {too_big}."
             img.verify()  # structure and checksums without decoding every pixel
         with Image.open(path) as img:
             img.load()
     except UnidentifiedImageError:
         return "The file is not an image format Pillow can read."
     except Image.DecompressionBombError:
-        return "The image is too large to decode safely."
+        return f"The image is refused: it has more than the {MAX_PIXELS} pixel limit."
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         return f"The image data is corrupt or truncated ({exc})."
     return None
@@ -382,24 +401,30 @@ def extract_zip_safely(
     dest: str | os.PathLike,
     max_total_bytes: int = DEFAULT_ZIP_LIMIT,
     max_files: int = DEFAULT_ZIP_MAX_FILES,
+    max_ratio: float = DEFAULT_ZIP_MAX_RATIO,
+    ratio_floor: int = DEFAULT_ZIP_RATIO_FLOOR,
+    limit_note: str = "the limit for an upload",
 ) -> list[Path]:
     """Extract `zip_path` into `dest` and return the extracted files.
 
     Refused, with nothing written, when a member has an absolute path or a '..'
     component, is a symlink, or when the files would exceed `max_total_bytes` (checked
     on the declared sizes first and on the bytes actually inflated while extracting, to
-    catch archives that lie) or `max_files`. `__MACOSX/` metadata is skipped.
+    catch archives that lie) or `max_files`. A member that inflates past `ratio_floor`
+    bytes to more than `max_ratio` times its compressed size is refused while it streams
+    (a bomb that stays under the total still fills a disk). `__MACOSX/` metadata is
+    skipped. `limit_note` says in the size sentence what `max_total_bytes` is.
     """
     zip_path, dest = Path(zip_path), Path(dest)
     name = zip_path.name
     try:
         archive = zipfile.ZipFile(zip_path)
     except FileNotFoundError:
-        raise DataError(f"{zip_path}: no such zip file.") from None
+        raise DataError(f"{name}: no such zip file.") from None
     except (zipfile.BadZipFile, OSError):
         raise DataError(f"{name} is not a readable zip archive.") from None
     with archive:
-        members = _checked_members(archive, name, max_total_bytes, max_files)
+        members = _checked_members(archive, name, max_total_bytes, max_files, limit_note)
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         try:
@@ -410,16 +435,27 @@ def extract_zip_safely(
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
+                ratio_cap = max(ratio_floor, max_ratio * info.compress_size)
                 with archive.open(info) as src, open(target, "wb") as out:
+                    entry = 0
                     while chunk := src.read(1 << 20):
                         written += len(chunk)
+                        entry += len(chunk)
                         if written > max_total_bytes:
                             raise DataError(
                                 f"{name} inflates to more than {_size(max_total_bytes)}, "
-                                "the limit for an upload (a zip bomb?)."
+                                f"{limit_note} (a zip bomb?)."
+                            )
+                        if entry > ratio_cap:
+                            raise DataError(
+                                f"{name}: the entry {_entry(info.filename)} inflates more than "
+                                f"{max_ratio:g} times its packed size (a zip bomb?)."
                             )
                         out.write(chunk)
             return _move_into(staging, dest, [p for i, p in members if not i.is_dir()])
+        except OSError as exc:  # the server's paths stay out of the sentence
+            why = exc.strerror or type(exc).__name__
+            raise DataError(f"{name} cannot be extracted here ({why}).") from None
         except RuntimeError as exc:  # encrypted members
             raise DataError(f"{name} cannot be extracted ({exc}).") from None
         except (zipfile.BadZipFile, zlib.error) as exc:
@@ -428,8 +464,16 @@ def extract_zip_safely(
             shutil.rmtree(staging, ignore_errors=True)
 
 
+MAX_NAME_BYTES = 255
+"""The longest file or folder name most file systems store (ext4, APFS, NTFS)."""
+
+
 def _checked_members(
-    archive: zipfile.ZipFile, name: str, max_total_bytes: int, max_files: int
+    archive: zipfile.ZipFile,
+    name: str,
+    max_total_bytes: int,
+    max_files: int,
+    limit_note: str = "the limit for an upload",
 ) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
     infos = archive.infolist()
     if len(infos) > max_files:
@@ -451,13 +495,35 @@ def _checked_members(
         if total > max_total_bytes:
             raise DataError(
                 f"{name} would inflate to more than {_size(max_total_bytes)}, "
-                "the limit for an upload (a zip bomb?)."
+                f"{limit_note} (a zip bomb?)."
             )
         parts = tuple(p for p in parts if p not in ("", "."))
         if not parts or parts[0] == "__MACOSX":
             continue
+        if any(len(os.fsencode(p)) > MAX_NAME_BYTES for p in parts):
+            raise DataError(
+                f"{name}: the entry {_entry(raw)} has a file or folder name longer than "
+                f"{MAX_NAME_BYTES} bytes."
+            )
         out.append((info, parts))
+    # a name used both for a file and for a folder (or twice for a file: the second would
+    # silently replace the first) cannot be unpacked as given
+    folders = {parts[:i] for info, parts in out for i in range(1, len(parts))}
+    folders |= {parts for info, parts in out if info.is_dir()}
+    files: set[tuple[str, ...]] = set()
+    for info, parts in out:
+        if info.is_dir():
+            continue
+        if parts in folders or parts in files:
+            what = "a file and a folder" if parts in folders else "two files"
+            raise DataError(f"{name}: the entry {_entry(info.filename)} names {what}.")
+        files.add(parts)
     return out
+
+
+def _entry(raw: str) -> str:
+    """A zip entry's name for a sentence, shortened."""
+    return repr(raw) if len(raw) <= 80 else repr(raw[:60] + "...")
 
 
 def _move_into(staging: Path, dest: Path, files: list[tuple[str, ...]]) -> list[Path]:
@@ -475,3 +541,6 @@ def _move_into(staging: Path, dest: Path, files: list[tuple[str, ...]]) -> list[
 
 def _size(n: int) -> str:
     return f"{n} bytes" if n < 1024**2 else f"{n / 1024**2:.0f} MiB"
+
+
+size_text = _size

@@ -17,9 +17,9 @@ from PIL import Image
 
 from hiercore.config import RunConfig
 from hiercore.decode import consistent_topk, independent_decode
-from hiercore.errors import HierTuneError
+from hiercore.errors import DataError, HierTuneError
 from hiercore.evaluation import autocast
-from hiercore.images import open_rgb, to_rgb
+from hiercore.images import open_rgb, size_problem, to_rgb
 from hiercore.models import HierClip, apply_lora, load_clip
 from hiercore.models.loading import pick_device
 from hiercore.taxonomy import Taxonomy
@@ -90,6 +90,10 @@ class Predictor:
 
     @torch.no_grad()
     def level_logits(self, images: list[Image.Image]) -> list[torch.Tensor]:
+        for im in images:  # decoded already (an upload), but resizing it could still explode
+            problem = size_problem(*im.size)
+            if problem is not None:
+                raise DataError(f"The image is refused: {problem}.")
         batch = torch.stack([self.model.bundle.preprocess(to_rgb(im)) for im in images])
         with autocast(self.device):
             feats = self.model.encode_images(batch.to(self.device))

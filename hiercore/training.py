@@ -10,23 +10,29 @@ a checkpoint after every epoch (adapter weights as safetensors, optimiser state)
 
 Files written to `out_dir`: config.json, taxonomy.json, history.json, metrics.json,
 adapter.safetensors, predictions.npz (validation logits, paths, embeddings) and
-checkpoint/ (what resume needs).
+checkpoint/ (what resume needs). A checkpoint survives a kill at any instant: its files
+carry their epoch in their names and are written whole (temp file, fsync, rename) before
+state.json, which names them, is replaced; only then do the previous epoch's files go.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from pickle import UnpicklingError
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 from torch.utils.data import DataLoader, TensorDataset
 
 from hiercore.config import RunConfig
@@ -242,7 +248,7 @@ def train(
             break
 
     (out / "history.json").write_text(json.dumps(history))
-    save_file(lora_state_dict(model.clip), str(out / "adapter.safetensors"))
+    write_durably(out / "adapter.safetensors", save(lora_state_dict(model.clip)))
     emit(
         ProgressEvent(
             "eval", last_epoch, config.epochs, step, steps_total, message="final evaluation"
@@ -302,20 +308,73 @@ def _flat_mask(depth: int) -> torch.Tensor:
     return mask
 
 
+# the file names of a checkpoint written before they carried the epoch
+_LEGACY_FILES = {
+    "adapter": "adapter.safetensors",
+    "optimizer": "optimizer.pt",
+    "history": "history.json",
+}
+
+
 def _save_checkpoint(ckpt: Path, model, optimizer, schedule, epoch, step, history, config):
+    """Write the epoch's checkpoint so that a kill at any moment leaves a whole one (the
+    previous or this), never a truncated file; state.json is the commit point."""
     ckpt.mkdir(exist_ok=True)
-    save_file(lora_state_dict(model.clip), str(ckpt / "adapter.safetensors"))
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()},
-        ckpt / "optimizer.pt",
-    )
-    state = {"epoch": epoch, "step": step, "config": config.to_dict()}
-    (ckpt / "history.json").write_text(json.dumps(history))
-    (ckpt / "state.json").write_text(json.dumps(state))
+    files = {
+        "adapter": f"adapter-epoch{epoch}.safetensors",
+        "optimizer": f"optimizer-epoch{epoch}.pt",
+        "history": f"history-epoch{epoch}.json",
+    }
+    opt = io.BytesIO()
+    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, opt)
+    write_durably(ckpt / files["adapter"], save(lora_state_dict(model.clip)))
+    write_durably(ckpt / files["optimizer"], opt.getvalue())
+    write_durably(ckpt / files["history"], json.dumps(history).encode())
+    state = {"epoch": epoch, "step": step, "config": config.to_dict(), "files": files}
+    write_durably(ckpt / "state.json", json.dumps(state).encode())
+    keep = {*files.values(), "state.json"}
+    for old in ckpt.iterdir():  # the previous epoch's files and any half-written temp file
+        if old.name not in keep and old.is_file():
+            old.unlink(missing_ok=True)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically: a reader (or a crash) sees the old file or
+    the new one, whole, never a truncated mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some systems cannot open a folder; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _load_checkpoint(ckpt: Path, model, optimizer, schedule, config: RunConfig):
-    state = json.loads((ckpt / "state.json").read_text())
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+        files = state.get("files") or _LEGACY_FILES
+    except (OSError, ValueError, AttributeError) as exc:
+        raise HierTuneError(
+            f"Cannot resume: {ckpt / 'state.json'} is unreadable ({exc})."
+        ) from None
     # settings added after the checkpoint was written take their defaults
     saved = {**RunConfig().to_dict(), **state["config"]}
     now = config.to_dict()
@@ -327,11 +386,27 @@ def _load_checkpoint(ckpt: Path, model, optimizer, schedule, config: RunConfig):
         raise HierTuneError(
             f"Cannot resume: the checkpoint was made with different settings ({', '.join(diff)})."
         )
-    load_adapter(model.clip, ckpt / "adapter.safetensors")
-    opt = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(opt["optimizer"])
-    schedule.load_state_dict(opt["schedule"])
-    history = json.loads((ckpt / "history.json").read_text())
+    try:
+        load_adapter(model.clip, ckpt / files["adapter"])
+        opt = torch.load(ckpt / files["optimizer"], map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(opt["optimizer"])
+        schedule.load_state_dict(opt["schedule"])
+        history = json.loads((ckpt / files["history"]).read_text())
+    except HierTuneError:  # an adapter that does not fit says so itself
+        raise
+    except (
+        OSError,
+        EOFError,
+        RuntimeError,
+        ValueError,
+        KeyError,
+        UnpicklingError,
+        SafetensorError,
+    ) as exc:
+        raise HierTuneError(
+            f"Cannot resume: the checkpoint in {ckpt} is damaged ({type(exc).__name__}); "
+            "start the run again without resuming."
+        ) from None
     return int(state["epoch"]), int(state["step"]), history
 
 

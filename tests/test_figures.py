@@ -507,3 +507,21 @@ def test_aggregate_confusion_any_grouping():
             for c in range(12):
                 loop[groups[r], groups[c]] += cm[r, c]
         np.testing.assert_array_equal(F.aggregate_confusion(cm, groups, n_groups), loop)
+
+
+def test_comparison_table_shades_the_studio_columns_the_right_way():
+    """The studio's column names (TICE, severity) are error-like: lowest is best."""
+    from webapp.tabs.results import COMPARISON_COLUMNS
+
+    rows = [
+        ["#1 a", "ce", 0.5, 0.30, 0.6, 0.4, 2.0, 3.0],
+        ["#2 b", "ours", 0.7, 0.10, 0.8, 0.6, 1.0, 1.0],
+        ["#3 c", "flat", 0.6, 0.20, 0.7, 0.5, 1.5, 2.0],
+    ]
+    df = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    colours = F.comparison_table_figure(df).data[0].cells.fill.color
+    fills = dict(zip(df.columns, colours, strict=True))
+    best = {c: [f != "white" for f in fills[c]] for c in df.columns}
+    for column in ("FPA", "consistent FPA", "HCA", "TICE", "severity"):
+        assert best[column] == [False, True, False], column  # run b is best on every metric
+    assert best["trainable %"] == [False, False, False]  # a cost, not a quality

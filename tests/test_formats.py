@@ -28,8 +28,8 @@ from hiercore.taxonomy.formats import (
 from hiercore.taxonomy.newick import quote_newick
 
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-CARRY_DESCRIPTIONS = {"wide_csv", "edge_csv", "labelstudio", "json"}
-CARRY_IDS = {"edge_csv", "labelstudio", "json"}
+CARRY_DESCRIPTIONS = {"wide_csv", "edge_csv", "labelstudio", "json", "labelstudio_xml"}
+CARRY_IDS = {"edge_csv", "labelstudio", "json", "labelstudio_xml"}
 
 
 def ids_and_parents(tax: Taxonomy) -> list[tuple]:
@@ -61,6 +61,7 @@ def test_text_formats_round_trip(fmt, tax):
     assert export_taxonomy(back, fmt) == text
     # and the format is recognised without being told
     suffix = {"newick": ".nwk", "json": ".json", "labelstudio": ".json"}.get(fmt, ".csv")
+    suffix = {"text_tree": ".txt", "labelstudio_xml": ".xml"}.get(fmt, suffix)
     guessed = load_text(text, "t" + suffix)
     assert guessed.same_structure(back)
 
@@ -94,9 +95,10 @@ def test_json_keeps_rank_names(small_taxonomy):
     assert back.to_dict() == small_taxonomy.to_dict()
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "dwc"])  # dwc is read-only
 def test_save_and_load_every_format(fmt, small_taxonomy, tmp_path):
     suffix = {"newick": ".nwk", "folder": "", "edge_csv": ".csv", "wide_csv": ".csv"}
+    suffix |= {"text_tree": ".txt", "labelstudio_xml": ".xml"}
     path = tmp_path / ("taxonomy" + suffix.get(fmt, ".json"))
     save_taxonomy(small_taxonomy, path, fmt)
     back = load_taxonomy(path, fmt)
@@ -433,3 +435,113 @@ def test_root_is_never_a_node(small_taxonomy):
     for fmt in TEXT_FORMATS:
         back = load_text(export_taxonomy(small_taxonomy, fmt), "t", fmt)
         assert ROOT not in back and len(back) == len(small_taxonomy)
+
+
+# ---------------------------------------------------------------------- issue #9 importers
+LS_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <Taxonomy name="taxonomy" toName="image">
+    <Choice value="Archaea"/>
+    <Choice value="Bacteria" hint="single cells">
+      <Choice value="Gram positive"/>
+      <Choice value="Gram negative"><Choice value="E. coli &amp; kin"/></Choice>
+    </Choice>
+  </Taxonomy>
+</View>
+"""
+
+
+def paths_of(tax: Taxonomy) -> list[str]:
+    return [" / ".join(tax.path_names(n)) for n in tax.iter_dfs()]
+
+
+def test_label_studio_xml_config_is_read_as_a_tree():
+    tax = load_text(LS_CONFIG, "config.xml")
+    assert detect_format(LS_CONFIG.encode(), name="upload") == "labelstudio_xml"
+    assert paths_of(tax) == [
+        "Archaea",
+        "Bacteria",
+        "Bacteria / Gram positive",
+        "Bacteria / Gram negative",
+        "Bacteria / Gram negative / E. coli & kin",
+    ]
+    assert tax.description(tax.find_by_path(["Bacteria"])) == "single cells"
+    back = load_text(export_taxonomy(tax, "labelstudio_xml"), "again.xml")
+    assert ids_and_parents(back) == ids_and_parents(tax)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("<View><Choices name='c'/></View>", "is XML without a <Taxonomy> tag"),
+        ('<!DOCTYPE x [<!ENTITY a "b">]><View><Taxonomy/></View>', "DOCTYPE or entity"),
+        ("<View><Taxonomy name='t'></Taxonomy></View>", "has no <Choice> tags"),
+        ("<View><Taxonomy><Choice value='a'></Taxonomy></View>", "line 1 column"),
+        ("<View><Taxonomy/><Taxonomy/></View>", "has 2 <Taxonomy> tags"),
+        ("<View><Taxonomy><Choice/></Taxonomy></View>", 'needs a "value"'),
+    ],
+)
+def test_label_studio_xml_errors_are_one_sentence(text, words):
+    with pytest.raises(TaxonomyError) as exc:
+        load_text(text, "config.xml")
+    assert_one_sentence(exc, "config.xml", words)
+
+
+@pytest.mark.parametrize("unit", ["\t", "  ", "    "])
+def test_indented_text_trees_are_read_with_tabs_or_spaces(unit):
+    text = f"Animals\n{unit}Mammals\n{unit * 2}Cat\n{unit * 2}Dog\n\n{unit}Birds\nPlants\n"
+    assert detect_format(text.encode(), name="upload") == "text_tree"
+    tax = load_text(text, "tree.txt")
+    assert paths_of(tax) == [
+        "Animals",
+        "Animals / Mammals",
+        "Animals / Mammals / Cat",
+        "Animals / Mammals / Dog",
+        "Animals / Birds",
+        "Plants",
+    ]
+    written = export_taxonomy(tax, "text_tree")
+    assert load_text(written, "again.txt").same_structure(tax)
+    assert export_taxonomy(load_text(written, "again.txt"), "text_tree") == written
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("A\n  B\n   C\n", "line 3: the indentation is not a whole number of 2 spaces"),
+        ("A\n\tB\n  C\n", "line 3: the indentation is not a whole number of tabs"),
+        ("A\n  B\n      C\n", "line 3: 'C' is indented 2 levels deeper"),
+        ("  A\nB\n", "line 1: the first name 'A' is indented"),
+    ],
+)
+def test_text_tree_errors_name_the_line(text, words):
+    with pytest.raises(TaxonomyError) as exc:
+        load_text(text, "tree.txt")
+    assert_one_sentence(exc, "tree.txt", words)
+
+
+def test_space_separated_pairs_are_refused_not_read_as_one_column():
+    with pytest.raises(TaxonomyError) as exc:
+        load_text("Animal Mammal\nMammal Cat\nMammal Dog\n", "pairs.csv")
+    assert_one_sentence(exc, "pairs.csv looks like 'parent child' pairs separated by spaces")
+    # a plain one-column list is still a one-level wide CSV
+    assert paths_of(load_text("class\ncat\ndog\n", "list.csv")) == ["cat", "dog"]
+
+
+def test_darwin_core_taxon_core_is_read_by_its_ids():
+    text = (
+        "taxonID\tparentNameUsageID\tscientificName\ttaxonRank\ttaxonomicStatus\tdc:references\n"
+        "1\t\tAnimalia\tkingdom\taccepted\thttps://example.org/1\n"
+        "2\t1\tChordata\tphylum\taccepted\thttps://example.org/2\n"
+        "3\t2\tAves\tclass\taccepted\t\n"
+        "4\t2\tVertebrata\tphylum\tsynonym\thttps://example.org/4\n"
+    )
+    assert detect_format(text.encode(), name="taxon.txt") == "dwc"
+    tax = load_text(text, "taxon.txt")
+    assert paths_of(tax) == ["Animalia", "Animalia / Chordata", "Animalia / Chordata / Aves"]
+    assert tax.find_by_path(["Animalia"]) == "1"
+    with pytest.raises(TaxonomyError) as exc:
+        load_text("taxonID\tscientificName\n1\tAnimalia\n", "taxon.txt")
+    assert_one_sentence(exc, "needs the columns taxonID, scientificName and parentNameUsageID")
+    with pytest.raises(TaxonomyError, match="read, not written"):
+        export_taxonomy(tax, "dwc")

@@ -96,7 +96,7 @@ def test_manifest_uploaded_beside_its_images(ws, tmp_path):
     )
     s = import_files(ws, pid, [img1, img2, manifest])
     assert (s.added, s.labelled, s.nodes_added) == (2, 2, 0)
-    assert s.rejected == [("lost.png", "listed in manifest.csv but not uploaded")]
+    assert s.rejected == [("img/lost.png", "listed in manifest.csv line 4 but not uploaded")]
     assert labels(ws, pid) == {"raven.png": "Aves / Corvidae", "bird.png": "Aves"}
     rows = ws.images(pid).set_index("name")
     assert rows.loc["raven.png", "node_id"] == "c"
@@ -105,11 +105,11 @@ def test_manifest_uploaded_beside_its_images(ws, tmp_path):
 
 def test_unknown_labels_refused_when_not_adding_nodes(ws, tmp_path):
     pid = ws.create_project("p")
-    png(tmp_path / "x.png", "red")
+    image = png(tmp_path / "x.png", "red")
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,order\nx.png,Aves\n")
     with pytest.raises(DataError, match="'Aves' is not in the taxonomy"):
-        import_files(ws, pid, [manifest], add_missing_nodes=False)
+        import_files(ws, pid, [image, manifest], add_missing_nodes=False)
     assert ws.images(pid).empty
 
 

@@ -6,7 +6,8 @@ are named by id or by name. Endpoints (see the README for an example script):
 
 - ``/create_project(name)`` -> {project_id, name}
 - ``/import_taxonomy(project, file, drop_vanished_labels)`` -> {nodes, levels, leaves}
-- ``/import_images(project, files, label)`` -> {added, labelled, duplicates, rejected, ...}
+- ``/import_images(project, files, label)`` -> {added, labelled, duplicates, refused,
+  refused_by_reason, rejected (the first 20 as [file, why]), ...}
 - ``/start_training(project, config, run_name)`` -> {run_id, state}; `config` is a
   `RunConfig` as a dict (unset fields keep their defaults)
 - ``/training_status(run_id)`` -> {state: queued|running|finished|failed|stopped, epoch,
@@ -27,11 +28,12 @@ from hiercore.config import RunConfig
 from hiercore.errors import HierTuneError
 from hiercore.images import open_rgb
 from hiercore.ingest import import_files
-from webapp.state import Studio, default_model
+from webapp.state import Studio, default_model, whole_number
 from webapp.tabs.predict import predict_image
 from webapp.tabs.results import metrics_of
 from webapp.tabs.taxonomy import import_taxonomy_file
 from webapp.tabs.train import start_run
+from webapp.uploads import uploads_discarded
 
 
 def api_errors(fn):
@@ -63,6 +65,8 @@ def build(studio: Studio) -> None:
     def start_training(project: str, config: dict | None = None, run_name: str = "") -> dict:
         """Queue a fine-tuning run of the project's labelled images; returns its run id."""
         pid = studio.resolve_project(project)
+        if config is not None and not isinstance(config, dict):
+            raise HierTuneError('config must be an object of run settings, such as {"epochs": 3}.')
         settings = {"model": default_model(), **(config or {})}
         run_id = start_run(studio, pid, RunConfig.from_dict(settings), run_name)
         return {"run_id": run_id, "state": studio.queue.status(run_id)["state"]}
@@ -72,18 +76,20 @@ def build(studio: Studio) -> None:
     @api_errors
     def training_status(run_id: int) -> dict:
         """State (queued|running|finished|failed|stopped), epoch, step and metrics of a run."""
-        return studio.queue.status(int(run_id))
+        return studio.queue.status(whole_number(run_id, "run_id"))
 
     gr.api(training_status, api_name="training_status")
 
     @api_errors
     def stop_training(run_id: int) -> dict:
         """Stop a running run within a step, or drop a queued one."""
-        stopping = studio.queue.stop(int(run_id))
+        run_id = whole_number(run_id, "run_id")
+        studio.workspace.get_run(run_id)  # one sentence for an unknown id
+        stopping = studio.queue.stop(run_id)
         return {
-            "run_id": int(run_id),
+            "run_id": run_id,
             "stopping": stopping,
-            "state": studio.queue.status(int(run_id))["state"],
+            "state": studio.queue.status(run_id)["state"],
         }
 
     gr.api(stop_training, api_name="stop_training")
@@ -91,7 +97,7 @@ def build(studio: Studio) -> None:
     @api_errors
     def run_metrics(run_id: int) -> dict:
         """The metrics of a finished run (FPA, TICE, per-level accuracy, consistent, ...)."""
-        return metrics_of(studio, int(run_id))
+        return metrics_of(studio, whole_number(run_id, "run_id"))
 
     gr.api(run_metrics, api_name="run_metrics")
 
@@ -116,7 +122,8 @@ def build(studio: Studio) -> None:
         pid = studio.resolve_project(project)
         if not file:
             raise HierTuneError("Upload a taxonomy file.")
-        tax = import_taxonomy_file(studio, pid, file, drop_vanished_labels)
+        with uploads_discarded([file]):
+            tax = import_taxonomy_file(studio, pid, file, drop_vanished_labels)
         return {"nodes": len(tax), "levels": tax.max_depth, "leaves": len(tax.leaves())}
 
     tax_btn.click(
@@ -129,13 +136,17 @@ def build(studio: Studio) -> None:
         'Aves / Corvidae') labels the loose images."""
         pid = studio.resolve_project(project)
         node = _label_node(studio, pid, label)
-        summary = import_files(ws, pid, [str(f) for f in files or []], node)
+        uploaded = [str(f) for f in files or []]
+        with uploads_discarded(uploaded):  # Gradio would keep them until the server stops
+            summary = import_files(ws, pid, uploaded, node)
         return {
             "added": summary.added,
             "labelled": summary.labelled,
             "duplicates": summary.duplicates,
             "nodes_added": summary.nodes_added,
-            "rejected": [list(r) for r in summary.rejected],
+            "refused": summary.refused,
+            "refused_by_reason": summary.reasons,
+            "rejected": [list(r) for r in summary.rejected],  # the first 20 refusals
             "message": summary.sentence(),
         }
 
@@ -150,9 +161,12 @@ def build(studio: Studio) -> None:
         pid = studio.resolve_project(project)
         if not image:
             raise HierTuneError("Upload an image.")
-        studio_pred, what, _ = predict_image(studio, pid, open_rgb(image), run_id)
+        run_id = None if run_id is None else whole_number(run_id, "run_id")
+        k = 3 if k is None else whole_number(k, "k")
+        picture = open_rgb(image, name=Path(image).name)  # no server temp path in errors
+        studio_pred, what, _ = predict_image(studio, pid, picture, run_id)
         out = studio_pred.to_dict()
-        out["topk"] = out["topk"][: max(1, int(k or 3))]
+        out["topk"] = out["topk"][: max(1, k)]
         out["model"] = what
         out["image"] = Path(image).name
         return out

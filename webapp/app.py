@@ -14,8 +14,11 @@ from pathlib import Path
 import gradio as gr
 
 from hiercore.errors import HierTuneError
+from hiercore.store.database import DB_NAME
 from webapp import api
-from webapp.state import ASSETS_DIR, Studio, model_notice
+from webapp.auth import LoginThrottle, password_check
+from webapp.literal import md_text
+from webapp.state import Studio, model_notice
 from webapp.tabs import annotate, predict, projects, results, taxonomy, train
 
 MAX_UPLOAD = "200mb"
@@ -72,8 +75,8 @@ def header_text(studio: Studio, pid) -> str:
     p = studio.workspace.get_project(pid)
     row = studio.workspace.list_projects().set_index("id").loc[pid]
     return (
-        f"**Project: {p['name']}** · {row['images']} images · {row['labelled']} labelled · "
-        f"{row['runs']} runs"
+        f"**Project: {md_text(p['name'])}** · {row['images']} images · "
+        f"{row['labelled']} labelled · {row['runs']} runs"
     )
 
 
@@ -152,6 +155,21 @@ def build_app(studio: Studio) -> gr.Blocks:
     return app
 
 
+def served_paths(workspace_root: str | Path) -> tuple[list[str], list[str]]:
+    """(allowed, blocked) folders for Gradio's file route: what the UI shows, never the rest.
+
+    The UI shows project images (`projects/<id>/images/`) and hands out exports
+    (`exports/<id>/`); Gradio copies what a handler returns into its own cache, and its
+    file route serves the cache, uploads and the allowed folders. The workspace root is
+    not allowed, and the database (with its WAL and shared-memory files) is blocked
+    outright, since Gradio lets blocked paths win over everything else.
+    """
+    root = Path(workspace_root).resolve()
+    allowed = [str(root / "projects"), str(root / "exports")]
+    blocked = [str(root / (DB_NAME + suffix)) for suffix in ("", "-wal", "-shm", "-journal")]
+    return allowed, blocked
+
+
 def _as_tuple(out) -> tuple:
     return tuple(out) if isinstance(out, tuple | list) else (out,)
 
@@ -178,13 +196,17 @@ def launch(
         open_demo_project(studio.workspace)
     app = build_app(studio)
     app.queue(default_concurrency_limit=4)
+    allowed, blocked = served_paths(studio.root)
     app.launch(
         server_name=host,
         server_port=port,
         share=share,
-        auth=auth,
+        # Gradio does not limit login attempts: a username is refused for a growing while
+        # after five wrong passwords (webapp.auth)
+        auth=LoginThrottle(password_check(*auth)) if auth else None,
         max_file_size=MAX_UPLOAD,
-        allowed_paths=[str(studio.root.resolve()), str(ASSETS_DIR)],
+        allowed_paths=allowed,
+        blocked_paths=blocked,
         prevent_thread_lock=prevent_thread_lock,
         css=CSS,
         js=CLICK_JS,

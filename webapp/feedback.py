@@ -14,14 +14,17 @@ from collections.abc import Callable
 import gradio as gr
 
 from hiercore.errors import HierTuneError
+from webapp.literal import html_text, md_text
 
 
 def ok(message: str) -> str:
-    return f"✅ {message}"
+    """A success line; `message` is plain text (names in it are shown, not rendered)."""
+    return f"✅ {md_text(message)}"
 
 
 def problem(message: str) -> str:
-    return f"⚠️ {message}"
+    """A problem line; `message` is plain text (names in it are shown, not rendered)."""
+    return f"⚠️ {md_text(message)}"
 
 
 def user_errors(n_outputs: int) -> Callable[[Callable], Callable]:
@@ -33,7 +36,7 @@ def user_errors(n_outputs: int) -> Callable[[Callable], Callable]:
             try:
                 return fn(*args, **kwargs)
             except HierTuneError as exc:
-                gr.Warning(str(exc))
+                gr.Warning(html_text(exc))
                 if n_outputs == 1:
                     return problem(str(exc))
                 return (problem(str(exc)), *[gr.skip() for _ in range(n_outputs - 1)])

@@ -50,6 +50,19 @@ def model_notice() -> str:
     )
 
 
+def whole_number(value: object, what: str) -> int:
+    """`value` (an int, an integral float or digits) as an int; one sentence otherwise."""
+    try:
+        number = float(value) if not isinstance(value, int) else value
+        if isinstance(value, bool) or number != int(number):
+            raise ValueError
+        return int(number)
+    except (TypeError, ValueError, OverflowError):
+        text = str(value)
+        text = text if len(text) <= 30 else text[:27] + "..."
+        raise HierTuneError(f"{what} must be a whole number, not {text!r}.") from None
+
+
 class Studio:
     """The workspace, its training queue and caches of loaded models and results."""
 
@@ -78,7 +91,7 @@ class Studio:
         """The open project's id from the browser's stored value; one sentence if none."""
         try:
             pid = int(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # None, '', NaN, infinity
             raise HierTuneError("Open or create a project first (Projects tab).") from None
         self.workspace.get_project(pid)  # raises if it was deleted meanwhile
         return pid

@@ -2,7 +2,9 @@
 
 One row per run or baseline (SPEC §6). Numeric columns are written with three
 significant decimals; for each metric column the best cell is shaded, where "best" is
-the largest value except for error-like columns (`lower_is_better`).
+the largest value except for error-like columns (`lower_is_better`). Column names are
+matched in any case with spaces as underscores, so the studio's "TICE" and "severity"
+are error-like too; columns that are not a quality (`NOT_RANKED`) are never shaded.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-LOWER_IS_BETTER = ("tice", "mistake_severity", "consistent_tice", "loss", "train_time_s")
+LOWER_IS_BETTER = (
+    "tice",
+    "consistent_tice",
+    "mistake_severity",
+    "severity",
+    "loss",
+    "train_time_s",
+)
+NOT_RANKED = ("trainable_%", "trainable_pct", "steps", "seed", "n_val", "n_train")
 BEST_FILL = "#d9f2d9"
 PLAIN_FILL = "white"
 
@@ -26,19 +36,26 @@ def _cell_text(value: object) -> str:
     return str(value)
 
 
+def metric_key(column: object) -> str:
+    """A column name as the metric it holds: 'consistent TICE' -> 'consistent_tice'."""
+    return str(column).strip().lower().replace(" ", "_")
+
+
 def comparison_table_figure(
     df: pd.DataFrame, lower_is_better: Iterable[str] = LOWER_IS_BETTER
 ) -> go.Figure:
     """A table of `df` (one row per run) with the best value of each numeric column shaded."""
-    lower = set(lower_is_better)
+    lower = {metric_key(c) for c in lower_is_better}
     fills, texts = [], []
     for column in df.columns:
         values = df[column]
         texts.append([_cell_text(v) for v in values])
         fill = [PLAIN_FILL] * len(values)
         numeric = pd.to_numeric(values, errors="coerce")
-        if pd.api.types.is_numeric_dtype(values) and numeric.notna().sum() > 1:
-            best = numeric.min() if column in lower else numeric.max()
+        key = metric_key(column)
+        ranked = key not in NOT_RANKED and pd.api.types.is_numeric_dtype(values)
+        if ranked and numeric.notna().sum() > 1:
+            best = numeric.min() if key in lower else numeric.max()
             fill = [BEST_FILL if v == best else PLAIN_FILL for v in numeric]
         fills.append(fill)
     fig = go.Figure(

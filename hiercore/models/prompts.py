@@ -7,6 +7,10 @@ A template is a Python format string over a node's context:
 - ``{path}``: the names from the first level down, joined with ", ";
 - ``{description}``: the node's description.
 
+Only these bare fields are allowed: no format spec (`{name:>5000000}` would pad a prompt
+to megabytes), no conversion (`{name!r}`), no attribute or index access, and at most
+`MAX_TEMPLATES` templates of `MAX_TEMPLATE_CHARS` characters (CLIP reads 77 tokens).
+
 A template that needs a context the node lacks (a first-level node has no parent, most
 nodes have no description) is skipped for that node; when every template is skipped the
 node falls back to its bare name. The embeddings of a node's prompts are averaged after
@@ -21,26 +25,50 @@ from hiercore.errors import HierTuneError
 from hiercore.taxonomy import Taxonomy
 
 FIELDS = {"name", "parent", "root", "path", "description"}
+MAX_TEMPLATES = 32
+MAX_TEMPLATE_CHARS = 300
 
 
 def check_templates(templates: list[str] | tuple[str, ...]) -> list[str]:
     """Validate templates; raise one sentence naming the first bad one."""
+    if isinstance(templates, str) or not isinstance(templates, list | tuple):
+        raise HierTuneError("Prompt templates must be a list of strings.")
+    if any(not isinstance(t, str) for t in templates if t is not None):
+        raise HierTuneError("Prompt templates must be a list of strings.")
     out = [t.strip() for t in templates if t and t.strip()]
     if not out:
         raise HierTuneError("Give at least one prompt template, e.g. 'a photo of a {name}.'")
+    if len(out) > MAX_TEMPLATES:
+        raise HierTuneError(f"Give at most {MAX_TEMPLATES} prompt templates, not {len(out)}.")
     for t in out:
+        shown = t if len(t) <= 60 else t[:57] + "..."
+        if len(t) > MAX_TEMPLATE_CHARS:
+            raise HierTuneError(
+                f"Prompt template {shown!r} is {len(t)} characters long, "
+                f"more than the {MAX_TEMPLATE_CHARS} allowed."
+            )
         try:
-            used = {f for _, f, _, _ in string.Formatter().parse(t) if f is not None}
+            parsed = list(string.Formatter().parse(t))
         except ValueError as exc:
-            raise HierTuneError(f"Prompt template {t!r} is not a valid template: {exc}.") from None
+            raise HierTuneError(
+                f"Prompt template {shown!r} is not a valid template: {exc}."
+            ) from None
+        for _, f, spec, conversion in parsed:
+            if f is not None and (spec or conversion):
+                how = (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+                raise HierTuneError(
+                    f"Prompt template {shown!r} formats the field {{{f}}} with {how!r}; "
+                    "write plain fields such as {name}."
+                )
+        used = {f for _, f, _, _ in parsed if f is not None}
         unknown = used - FIELDS
         if unknown:
             raise HierTuneError(
-                f"Prompt template {t!r} uses unknown field {{{sorted(unknown)[0]}}}; "
+                f"Prompt template {shown!r} uses unknown field {{{sorted(unknown)[0]}}}; "
                 f"use {', '.join('{' + f + '}' for f in sorted(FIELDS))}."
             )
         if "name" not in used:
-            raise HierTuneError(f"Prompt template {t!r} must contain {{name}}.")
+            raise HierTuneError(f"Prompt template {shown!r} must contain {{name}}.")
     return out
 
 

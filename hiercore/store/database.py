@@ -96,6 +96,24 @@ SCHEMA = (
     "CREATE INDEX runs_state ON runs(state, id)",
 )
 
+MAX_ROW_ID = 2**63 - 1
+"""The largest id SQLite stores; a larger Python int cannot even be looked up."""
+
+
+def is_row_id(value: object) -> bool:
+    """Whether `value` can be a row id (a positive int SQLite can hold)."""
+    return (
+        isinstance(value, int | np.integer)
+        and not isinstance(value, bool)
+        and 0 < int(value) <= MAX_ROW_ID
+    )
+
+
+def shown_id(value: object) -> str:
+    """An id a user gave, short enough for a sentence."""
+    text = str(value)
+    return text if len(text) <= 30 else text[:27] + "..."
+
 
 class Database:
     """The SQLite file of a workspace, shared safely by every thread of the process."""
@@ -225,6 +243,8 @@ class Database:
         return self.root / "projects" / str(int(project_id))
 
     def _require_project(self, conn: sqlite3.Connection, project_id: int) -> sqlite3.Row:
+        if not is_row_id(project_id):  # SQLite would raise OverflowError or TypeError
+            raise HierTuneError(f"There is no project with id {shown_id(project_id)}.")
         row = conn.execute(
             "SELECT id, name, created, updated FROM projects WHERE id = ?", (project_id,)
         ).fetchone()

@@ -14,7 +14,15 @@ from typing import Any
 import pandas as pd
 
 from hiercore.errors import HierTuneError
-from hiercore.store.database import Database, clean_name, frame, to_json, utc_now
+from hiercore.store.database import (
+    Database,
+    clean_name,
+    frame,
+    is_row_id,
+    shown_id,
+    to_json,
+    utc_now,
+)
 
 RUN_STATES = ("queued", "running", "finished", "failed", "stopped")
 INTERRUPTED = "the studio stopped while this run was in progress"
@@ -66,6 +74,8 @@ class RunLog(Database):
 
     def get_run(self, run_id: int) -> dict:
         """A run as a dict; config, progress and metrics decoded, out_dir absolute."""
+        if not is_row_id(run_id):  # SQLite would raise OverflowError or TypeError
+            raise HierTuneError(f"There is no run with id {shown_id(run_id)}.")
         row = self._conn().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise HierTuneError(f"There is no run with id {run_id}.")

@@ -40,6 +40,7 @@ class Workspace(TaxonomyHistory, ImageLibrary, RunLog):
     def __init__(self, root: str | Path, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:
         super().__init__(root)
         self.max_image_bytes = max_image_bytes
+        self.sweep_staging()  # what an import killed mid-way left behind
 
     def __enter__(self) -> Workspace:
         return self

@@ -20,6 +20,18 @@ Each format is lossless on its own terms:
   import ignores files, hidden folders and symlinks; export creates empty directories
   with names made safe by `safe_folder_name`.
 - ``json``: the native form, `Taxonomy.to_dict` (ids, names, descriptions, rank names).
+- ``labelstudio_xml``: Label Studio's labeling config, a ``<Taxonomy>`` tag with nested
+  ``<Choice value="..." alias="..." hint="..."/>`` tags (the same mapping as its JSON).
+  A DOCTYPE or entity declaration is refused.
+- ``text_tree``: an indented outline, one name per line, each level indented by one
+  more unit (a tab, or the 2 or 4 spaces of the first indented line). Names only.
+- ``dwc``: a Darwin Core taxon core (``taxon.txt``): ``taxonID``, ``scientificName`` and
+  ``parentNameUsageID`` columns (other columns such as ``dc:references`` are ignored;
+  rows whose ``taxonomicStatus`` is a synonym are skipped). Import only.
+
+Content that fits no format is refused in one sentence naming what it looks like:
+space-separated "parent child" pairs, an XML file without a ``<Taxonomy>`` tag. A
+one-column file is read as a one-level wide CSV only when it is a plain list of names.
 
 Malformed input raises `TaxonomyError` with one sentence naming the file and the line
 (CSV), character (Newick) or JSON path at fault.
@@ -27,16 +39,22 @@ Malformed input raises `TaxonomyError` with one sentence naming the file and the
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import re
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from hiercore.errors import TaxonomyError
+from hiercore.spreadsheet import guard_cell, unguard_cell
 from hiercore.taxonomy.newick import read_newick, write_newick
 from hiercore.taxonomy.pathtree import (
+    MAX_DEPTH,
     PathTreeBuilder,
     Record,
     path_id,
@@ -44,8 +62,19 @@ from hiercore.taxonomy.pathtree import (
 )
 from hiercore.taxonomy.tree import ROOT, Taxonomy
 
-FORMATS = ("wide_csv", "edge_csv", "labelstudio", "newick", "folder", "json")
-TEXT_FORMATS = ("wide_csv", "edge_csv", "labelstudio", "newick", "json")
+FORMATS = (
+    "wide_csv",
+    "edge_csv",
+    "labelstudio",
+    "newick",
+    "folder",
+    "json",
+    "labelstudio_xml",
+    "text_tree",
+    "dwc",
+)
+TEXT_FORMATS = ("wide_csv", "edge_csv", "labelstudio", "newick", "json", "labelstudio_xml")
+TEXT_FORMATS += ("text_tree",)
 
 _ALIASES = {
     "csv": "wide_csv",
@@ -62,6 +91,13 @@ _ALIASES = {
     "dir": "folder",
     "folders": "folder",
     "directory": "folder",
+    "xml": "labelstudio_xml",
+    "label_studio_xml": "labelstudio_xml",
+    "outline": "text_tree",
+    "indented": "text_tree",
+    "txt": "text_tree",
+    "darwin_core": "dwc",
+    "darwincore": "dwc",
 }
 _NEWICK_SUFFIXES = {".nwk", ".newick", ".nw", ".tre", ".tree"}
 _DESCRIPTION = "description"
@@ -75,11 +111,14 @@ __all__ = [
     "export_taxonomy",
     "load_taxonomy",
     "path_id",
+    "read_dwc",
     "read_edge_csv",
     "read_folder_tree",
     "read_json",
     "read_labelstudio",
+    "read_labelstudio_xml",
     "read_newick",
+    "read_text_tree",
     "read_wide_csv",
     "safe_folder_name",
     "save_taxonomy",
@@ -88,7 +127,9 @@ __all__ = [
     "write_folder_tree",
     "write_json",
     "write_labelstudio",
+    "write_labelstudio_xml",
     "write_newick",
+    "write_text_tree",
     "write_wide_csv",
 ]
 
@@ -113,10 +154,11 @@ def load_taxonomy(
     if isinstance(source, bytes | bytearray):
         label = name or "taxonomy"
         text = _decode(bytes(source), label)
+        guessed = not fmt
         fmt = normalise_format(fmt) if fmt else _sniff(text, Path(label).suffix.lower())
         if fmt == "folder":
             raise TaxonomyError(f"{label}: a folder tree cannot be read from uploaded bytes.")
-        return _read_text(text, fmt, label)
+        return _read_text(text, fmt, label, guessed=guessed)
     path = Path(source)
     label = name or path.name or str(path)
     if not path.exists():
@@ -128,8 +170,10 @@ def load_taxonomy(
     if fmt and normalise_format(fmt) == "folder":
         raise TaxonomyError(f"{path} is a file, not a folder tree.")
     text = _decode(path.read_bytes(), label)
+    guessed = not fmt
     fmt = normalise_format(fmt) if fmt else _sniff(text, path.suffix.lower())
-    return _read_text(text, fmt, label, delimiter="\t" if path.suffix.lower() == ".tsv" else None)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else None
+    return _read_text(text, fmt, label, delimiter, guessed)
 
 
 def detect_format(source: str | os.PathLike | bytes, name: str | None = None) -> str:
@@ -154,7 +198,11 @@ def export_taxonomy(tax: Taxonomy, fmt: str) -> str:
         "labelstudio": write_labelstudio,
         "newick": write_newick,
         "json": write_json,
+        "labelstudio_xml": write_labelstudio_xml,
+        "text_tree": write_text_tree,
     }
+    if fmt == "dwc":
+        raise TaxonomyError("Darwin Core is read, not written; export an edge CSV instead.")
     if fmt not in writers:
         raise TaxonomyError("A folder tree is not text; use save_taxonomy with a folder path.")
     return writers[fmt](tax)
@@ -185,6 +233,10 @@ def _format_from_suffix(path: Path) -> str:
         return "labelstudio" if "label" in path.stem.lower() else "json"
     if suffix in _NEWICK_SUFFIXES:
         return "newick"
+    if suffix == ".xml":
+        return "labelstudio_xml"
+    if suffix == ".txt":
+        return "text_tree"
     if not suffix or path.is_dir():
         return "folder"
     raise TaxonomyError(
@@ -206,24 +258,69 @@ def _sniff(text: str, suffix: str) -> str:
     head = text.lstrip()
     if suffix in _NEWICK_SUFFIXES:
         return "newick"
+    if suffix == ".txt":  # an outline, Darwin Core's taxon.txt or a Newick string
+        if {"taxonid", "scientificname"} <= _header_names(head):
+            return "dwc"
+        newick = head.startswith("(") and head.rstrip().endswith(";") and not _is_outline(text)
+        return "newick" if newick else "text_tree"
     if suffix == ".json" or head[:1] in ("{", "["):
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            return "json"  # the reader reports the syntax error with its line
+            data = _parse_json(text, "")
+        except TaxonomyError:
+            return "json"  # the reader reports the syntax error (or the depth) in a sentence
         return "json" if isinstance(data, dict) and "nodes" in data else "labelstudio"
+    if suffix == ".xml" or head[:1] == "<":
+        return "labelstudio_xml"  # the reader names an XML file without <Taxonomy>
     if suffix not in (".csv", ".tsv") and head[:1] == "(":
         return "newick"
-    header = next(csv.reader(io.StringIO(head.split("\n", 1)[0])), [])
-    columns = {c.strip().lower() for c in header}
+    columns = _header_names(head)
     if "id" in columns and ("parent_id" in columns or "parent" in columns):
         return "edge_csv"
+    if {"taxonid", "scientificname"} <= columns:
+        return "dwc"
+    if len(columns) <= 1 and _is_outline(text):
+        return "text_tree"
     return "wide_csv"
 
 
-def _read_text(text: str, fmt: str, label: str, delimiter: str | None = None) -> Taxonomy:
+def _header_names(head: str) -> set[str]:
+    """The lower-cased cells of the first line (tab- or comma-separated)."""
+    first = head.split("\n", 1)[0]
+    header = next(csv.reader(io.StringIO(first), delimiter="\t" if "\t" in first else ","), [])
+    return {c.strip().lower() for c in header}
+
+
+def _is_outline(text: str) -> bool:
+    """Whether a one-column text is an indented outline (a line starts with a space or
+    tab, the first does not)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return bool(lines) and not lines[0][:1].isspace() and any(x[:1].isspace() for x in lines)
+
+
+def _check_one_column(text: str, source: str) -> None:
+    """Refuse a one-column file whose rows are not plain names (a guessed wide CSV)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) >= 2 and all(len(line.split()) == 2 for line in lines):
+        raise TaxonomyError(
+            f"{source} looks like 'parent child' pairs separated by spaces, which no format "
+            "reads (names may hold spaces): write an edge CSV (id,name,parent_id) or an "
+            "indented text tree."
+        )
+
+
+def _read_text(
+    text: str, fmt: str, label: str, delimiter: str | None = None, guessed: bool = True
+) -> Taxonomy:
     if fmt == "wide_csv":
+        if guessed and len(_first_row(text, delimiter)) <= 1:
+            _check_one_column(text, label)
         return read_wide_csv(text, label, delimiter)
+    if fmt == "labelstudio_xml":
+        return read_labelstudio_xml(text, label)
+    if fmt == "text_tree":
+        return read_text_tree(text, label)
+    if fmt == "dwc":
+        return read_dwc(text, label, delimiter)
     if fmt == "edge_csv":
         return read_edge_csv(text, label, delimiter)
     if fmt == "labelstudio":
@@ -251,7 +348,7 @@ def _csv_rows(text: str, source: str, delimiter: str | None) -> Iterator[tuple[i
         except csv.Error as exc:
             raise TaxonomyError(f"{source} line {line}: malformed CSV ({exc}).") from None
         if any(cell.strip() for cell in row):
-            yield line, row
+            yield line, [unguard_cell(cell) for cell in row]
 
 
 def _header(rows: Iterator[tuple[int, list[str]]], source: str) -> tuple[int, list[str]]:
@@ -328,12 +425,14 @@ def write_wide_csv(tax: Taxonomy) -> str:
     with_desc = any(tax.description(n) for n in tax.iter_dfs())
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(_rank_header(tax, depth) + ([_DESCRIPTION] if with_desc else []))
+    header = _rank_header(tax, depth) + ([_DESCRIPTION] if with_desc else [])
+    writer.writerow([guard_cell(c) for c in header])
     for node in tax.iter_dfs():
         if tax.is_leaf(node) or tax.description(node):
             names = tax.path_names(node)
             row = names + [""] * (depth - len(names))
-            writer.writerow(row + ([tax.description(node)] if with_desc else []))
+            row += [tax.description(node)] if with_desc else []
+            writer.writerow([guard_cell(c) for c in row])
     return out.getvalue()
 
 
@@ -374,17 +473,241 @@ def write_edge_csv(tax: Taxonomy) -> str:
     writer.writerow(["id", "name", "parent_id", _DESCRIPTION])
     for node in tax.to_nodes():
         parent = "" if node.parent == ROOT else node.parent
-        writer.writerow([node.id, node.name, parent, node.description])
+        row = [node.id, node.name, parent, node.description]
+        writer.writerow([guard_cell(c) for c in row])
     return out.getvalue()
 
 
+def _first_row(text: str, delimiter: str | None) -> list[str]:
+    """The cells of the first non-blank row, as the CSV reader would split them."""
+    try:
+        return next(_csv_rows(text, "", delimiter), (0, []))[1]
+    except TaxonomyError:
+        return []
+
+
+# ---------------------------------------------------------------------- Darwin Core
+_DWC_SYNONYM = ("synonym", "homotypic", "heterotypic", "misapplied", "doubtful")
+
+
+def read_dwc(text: str, source: str = "taxon.txt", delimiter: str | None = None) -> Taxonomy:
+    """A Darwin Core taxon core: taxonID, scientificName, parentNameUsageID (see module
+    docstring); other columns are ignored and synonyms skipped."""
+    rows = _csv_rows(text, source, delimiter)
+    head_line, header = _header(rows, source)
+    lowered = [h.lower() for h in header]
+    need = ("taxonid", "scientificname", "parentnameusageid")
+    missing = [
+        header_name
+        for header_name, key in zip(
+            ("taxonID", "scientificName", "parentNameUsageID"), need, strict=True
+        )
+        if key not in lowered
+    ]
+    if missing:
+        raise TaxonomyError(
+            f"{source} line {head_line}: a Darwin Core taxon core needs the columns taxonID, "
+            f"scientificName and parentNameUsageID ({', '.join(missing)} missing)."
+        )
+    col = {key: lowered.index(key) for key in need}
+    status_col = lowered.index("taxonomicstatus") if "taxonomicstatus" in lowered else None
+    records = []
+    for line, raw in rows:
+        row = _fit(raw, len(header), source, line)
+        if status_col is not None and row[status_col].lower().startswith(_DWC_SYNONYM):
+            continue
+        records.append(
+            Record(
+                id=row[col["taxonid"]],
+                name=row[col["scientificname"]],
+                parent=row[col["parentnameusageid"]],
+                description="",
+                where=f"{source} line {line}",
+            )
+        )
+    return taxonomy_from_records(records, source, None)
+
+
+# ---------------------------------------------------------------------- text tree
+def read_text_tree(text: str, source: str = "taxonomy.txt") -> Taxonomy:
+    """An indented outline (see module docstring)."""
+    unit: str | None = None
+    builder = PathTreeBuilder(source)
+    stack: list[str] = []  # node ids of the current line's ancestors
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        where = f"{source} line {line_no}"
+        body = raw.lstrip(" \t")
+        indent = raw[: len(raw) - len(body)]
+        if indent and unit is None:
+            unit = "\t" if indent[0] == "\t" else indent
+        if unit is not None and indent:
+            if indent.replace(unit, "") != "":
+                raise TaxonomyError(
+                    f"{where}: the indentation is not a whole number of "
+                    f"{_unit_name(unit)} (the file's first indent)."
+                )
+            depth = len(indent) // len(unit)
+        else:
+            depth = 0
+        if depth > len(stack):
+            if not stack:
+                raise TaxonomyError(f"{where}: the first name {body.strip()!r} is indented.")
+            raise TaxonomyError(
+                f"{where}: {body.strip()!r} is indented {depth - len(stack) + 1} levels deeper "
+                "than the line above (indent one level at a time)."
+            )
+        del stack[depth:]
+        stack.append(builder.child(stack[-1] if stack else ROOT, body.strip(), where))
+    if not builder.records:
+        raise TaxonomyError(f"{source}: the file is empty.")
+    return builder.build()
+
+
+def _unit_name(unit: str) -> str:
+    return "tabs" if unit == "\t" else f"{len(unit)} spaces"
+
+
+def write_text_tree(tax: Taxonomy) -> str:
+    """Two spaces per level; names are written as they are (one per line)."""
+    lines = []
+    for node in tax.iter_dfs():
+        name = tax.name(node)
+        if name != name.strip() or "\n" in name or "\r" in name:
+            raise TaxonomyError(
+                f"The node {name!r} starts or ends with blanks or holds a line break, which "
+                "an indented text tree cannot keep; export another format."
+            )
+        lines.append("  " * (len(tax.path_names(node)) - 1) + name)
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------- Label Studio XML
+def read_labelstudio_xml(text: str, source: str = "config.xml") -> Taxonomy:
+    """Label Studio's `<Taxonomy>` tag with nested `<Choice>` tags (see module docstring)."""
+    import xml.etree.ElementTree as ET
+
+    if re.search(r"<!(DOCTYPE|ENTITY)", text, re.IGNORECASE):
+        raise TaxonomyError(f"{source}: XML with a DOCTYPE or entity declaration is refused.")
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        line, column = exc.position
+        raise TaxonomyError(f"{source} line {line} column {column + 1}: invalid XML.") from None
+    tags = [root] if root.tag == "Taxonomy" else list(root.iter("Taxonomy"))
+    if not tags:
+        raise TaxonomyError(
+            f"{source} is XML without a <Taxonomy> tag (a Label Studio labeling config with "
+            "one is read)."
+        )
+    if len(tags) > 1:
+        raise TaxonomyError(f"{source} has {len(tags)} <Taxonomy> tags; keep the one to import.")
+    flat: list[tuple[str, str, str, str | None, str]] = []  # at, parent at, name, alias, hint
+    stack = [(f"Choice[{i}]", "", c) for i, c in reversed(list(enumerate(_choices(tags[0]))))]
+    while stack:
+        at, parent_at, item = stack.pop()
+        value = item.get("value")
+        if not value or not value.strip():
+            raise TaxonomyError(f'{source} at {at}: the <Choice> needs a "value".')
+        flat.append((at, parent_at, value, item.get("alias"), item.get("hint") or ""))
+        kids = _choices(item)
+        stack.extend((f"{at}.Choice[{j}]", at, c) for j, c in reversed(list(enumerate(kids))))
+    if not flat:
+        raise TaxonomyError(f"{source}: the <Taxonomy> tag has no <Choice> tags.")
+    aliases = [a for _, _, _, a, _ in flat]
+    if all(aliases) and len(set(aliases)) == len(aliases):
+        alias_at = {at: a for at, _, _, a, _ in flat}
+        records = [
+            Record(a, name, alias_at.get(parent_at, ""), hint, f"{source} at {at}")
+            for at, parent_at, name, a, hint in flat
+        ]
+        return taxonomy_from_records(records, source, None)
+    builder = PathTreeBuilder(source)
+    ids: dict[str, str] = {"": ROOT}
+    for at, parent_at, name, _, hint in flat:
+        ids[at] = builder.child(ids[parent_at], name, f"{source} at {at}", unique=True)
+        builder.describe(ids[at], hint, f"{source} at {at}")
+    return builder.build()
+
+
+def _choices(element) -> list:
+    return [child for child in element if child.tag == "Choice"]
+
+
+def write_labelstudio_xml(tax: Taxonomy) -> str:
+    """A labeling config for images with the taxonomy as one `<Taxonomy>` tag."""
+    from xml.sax.saxutils import quoteattr
+
+    lines = ["<View>", '  <Image name="image" value="$image"/>']
+    lines.append('  <Taxonomy name="taxonomy" toName="image">')
+    # iterative, so a tree at the depth limit needs no deep recursion
+    stack: list[tuple[str, int, bool]] = [(n, 2, False) for n in reversed(tax.children())]
+    while stack:
+        node, depth, closing = stack.pop()
+        pad = "  " * depth
+        if closing:
+            lines.append(f"{pad}</Choice>")
+            continue
+        attrs = f"value={quoteattr(tax.name(node))} alias={quoteattr(node)}"
+        if tax.description(node):
+            attrs += f" hint={quoteattr(tax.description(node))}"
+        kids = tax.children(node)
+        if not kids:
+            lines.append(f"{pad}<Choice {attrs}/>")
+            continue
+        lines.append(f"{pad}<Choice {attrs}>")
+        stack.append((node, depth, True))
+        stack.extend((k, depth + 1, False) for k in reversed(kids))
+    lines += ["  </Taxonomy>", "</View>"]
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------- JSON
+MAX_JSON_NESTING = 4 * MAX_DEPTH + 8
+"""Deepest [ / { nesting read: a Label Studio item is two levels ({"children": [...]})."""
+
+_RECURSION_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _json_room() -> Iterator[None]:
+    """Room on Python's stack for json to read or write a tree at the depth limit (the
+    parser and the encoder recurse once per nesting level; the default limit is 1000)."""
+    with _RECURSION_LOCK:
+        old = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(old, MAX_JSON_NESTING + 2000))
+        try:
+            yield
+        finally:
+            sys.setrecursionlimit(old)
+
+
+def _json_nesting(text: str) -> int:
+    """The deepest [ / { nesting of a JSON text, ignoring brackets inside strings."""
+    # strings (with their escapes) blanked out, then a running depth of what is left
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', "", text)
+    depth = deepest = 0
+    for match in re.finditer(r"[\[\]{}]", bare):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def _parse_json(text: str, source: str) -> object:
     try:
-        return json.loads(text)
+        if _json_nesting(text) > MAX_JSON_NESTING:
+            raise RecursionError
+        with _json_room():
+            return json.loads(text)
     except json.JSONDecodeError as exc:
         raise TaxonomyError(
             f"{source} line {exc.lineno} column {exc.colno}: invalid JSON ({exc.msg})."
+        ) from None
+    except RecursionError:  # Python's parser recurses once per nested [ or {
+        raise TaxonomyError(
+            f"{source}: the JSON is nested more than {MAX_JSON_NESTING} levels deep (a "
+            f"taxonomy may have at most {MAX_DEPTH} levels)."
         ) from None
 
 
@@ -477,7 +800,9 @@ def write_labelstudio(tax: Taxonomy) -> str:
             out["children"] = [item(k) for k in kids]
         return out
 
-    return json.dumps({"items": [item(n) for n in tax.children()]}, indent=1, ensure_ascii=False)
+    with _json_room():  # a tree at the depth limit nests 1,000 levels of JSON
+        items = [item(n) for n in tax.children()]
+        return json.dumps({"items": items}, indent=1, ensure_ascii=False)
 
 
 # ---------------------------------------------------------------------- folders

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from hiercore.errors import TaxonomyError
-from hiercore.taxonomy.pathtree import PathTreeBuilder
+from hiercore.taxonomy.pathtree import MAX_DEPTH, PathTreeBuilder
 from hiercore.taxonomy.tree import ROOT, Taxonomy
 
 _DELIMITERS = set("(),:;[]'")
@@ -69,8 +69,8 @@ class _Parser:
         return root
 
     def subtree(self, depth: int) -> _Parsed:
-        if depth > 500:
-            raise self.fail(self.pos, "the tree is nested more than 500 levels deep.")
+        if depth > MAX_DEPTH:
+            raise self.fail(self.pos, f"the tree is nested more than {MAX_DEPTH} levels deep.")
         self.skip()
         children = []
         if self.peek() == "(":

@@ -22,6 +22,10 @@ from dataclasses import dataclass
 from hiercore.errors import TaxonomyError
 from hiercore.taxonomy.tree import ROOT, Node, Taxonomy
 
+MAX_DEPTH = 500
+"""The most levels an imported taxonomy may have: far beyond any real taxonomy, and low
+enough that per-level work (prompts, logits, paths) stays small."""
+
 
 def path_id(names: Sequence[str]) -> str:
     """The stable id of the node reached by the name path `names` from the root."""
@@ -68,6 +72,11 @@ class PathTreeBuilder:
             self.describe(existing, description, where)
             return existing
         names = (*self.names[parent], name)
+        if len(names) > MAX_DEPTH:
+            raise TaxonomyError(
+                f"{where}: {name!r} is {len(names)} levels deep, "
+                f"more than the {MAX_DEPTH} a taxonomy may have."
+            )
         node_id = path_id(names)
         self.records[node_id] = Node(node_id, name, parent, "")
         self.names[node_id] = names
@@ -149,8 +158,8 @@ def taxonomy_from_records(
         parent = _parent(rec)
         if parent != ROOT and parent not in by_id:
             raise TaxonomyError(f"{rec.where}: {rec.name!r} has an unknown parent {parent!r}.")
-    for rec in records:
-        _check_no_cycle(rec, by_id)
+    _check_no_cycle(records, by_id)
+    _check_depth(records, by_id)
     siblings: dict[tuple[str, str], Record] = {}
     for rec in records:
         key = (_parent(rec), rec.name.strip())
@@ -176,17 +185,53 @@ def _parent_label(rec: Record, by_id: dict[str, Record]) -> str:
     return by_id[parent].name if parent in by_id else parent
 
 
-def _check_no_cycle(rec: Record, by_id: dict[str, Record]) -> None:
-    chain = [rec.id]
-    node = _parent(rec)
-    while node != ROOT:
-        if node == rec.id:
-            names = " -> ".join(by_id[n].name for n in [*chain, rec.id])
-            raise TaxonomyError(f"{rec.where}: {rec.name!r} is its own ancestor ({names}).")
-        if node in chain:  # a cycle above this node: reported at a node on it
-            return
-        chain.append(node)
-        node = _parent(by_id[node])
+def _check_no_cycle(records: Sequence[Record], by_id: dict[str, Record]) -> None:
+    """A node that is its own ancestor is an error, named at its first record in the file.
+
+    Linear in the number of records: each walk up stops at a node already known to reach
+    the root, so every parent link is followed once (a per-node walk was cubic on a
+    long chain, and a 5,000-node edge CSV held a worker for minutes).
+    """
+    order = {rec.id: i for i, rec in enumerate(records)}
+    reaches_root: set[str] = set()
+    for rec in records:
+        path: list[str] = []
+        on_path: set[str] = set()
+        node = rec.id
+        while node != ROOT and node not in reaches_root:
+            if node in on_path:
+                cycle = path[path.index(node) :]
+                first = min(cycle, key=order.__getitem__)
+                k = cycle.index(first)
+                loop = [by_id[n].name for n in [*cycle[k:], *cycle[:k], first]]
+                if len(loop) > 8:  # keep the sentence readable
+                    loop = [*loop[:5], f"... ({len(cycle)} nodes in all)", loop[-1]]
+                names = " -> ".join(loop)
+                at = by_id[first]
+                raise TaxonomyError(f"{at.where}: {at.name!r} is its own ancestor ({names}).")
+            path.append(node)
+            on_path.add(node)
+            node = _parent(by_id[node])
+        reaches_root.update(path)
+
+
+def _check_depth(records: Sequence[Record], by_id: dict[str, Record]) -> None:
+    """No node deeper than `MAX_DEPTH` (the tree is known to be acyclic); linear."""
+    depth: dict[str, int] = {ROOT: 0}
+    for rec in records:
+        path = []
+        node = rec.id
+        while node not in depth:
+            path.append(node)
+            node = _parent(by_id[node])
+        for n in reversed(path):
+            depth[n] = depth[node] + 1
+            node = n
+        if depth[rec.id] > MAX_DEPTH:
+            raise TaxonomyError(
+                f"{rec.where}: {rec.name!r} is {depth[rec.id]} levels deep, "
+                f"more than the {MAX_DEPTH} a taxonomy may have."
+            )
 
 
 def _validated(source: str, nodes: list[Node], level_names: Sequence[str] | None) -> Taxonomy:

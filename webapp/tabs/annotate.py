@@ -17,11 +17,13 @@ import numpy as np
 
 from hiercore.errors import HierTuneError
 from hiercore.images import open_rgb
-from hiercore.ingest import import_files
+from hiercore.ingest import ImportSummary, import_files
 from hiercore.review import review_order, review_scores
-from webapp.feedback import ok, user_errors
+from webapp.feedback import ok, problem, user_errors
+from webapp.literal import html_text, md_text
 from webapp.pickers import node_picker
 from webapp.state import Studio
+from webapp.uploads import uploads_discarded
 
 QUEUES = [
     ("unlabelled images", "unlabelled"),
@@ -69,6 +71,16 @@ def build_queue(studio: Studio, pid: int, mode: str, progress=None) -> list[int]
     return [int(pool["id"].iloc[i]) for i in order]
 
 
+def image_info(row) -> str:
+    """The labelling view's line about one image (a row of `Workspace.images`)."""
+    label = row["label"] or "(unlabelled)"
+    src = f" ({row['source']})" if row["source"] else ""
+    return (
+        f"**{md_text(row['name'])}** · {row['width']}×{row['height']} · "
+        f"label: **{md_text(label)}**{md_text(src)}"
+    )
+
+
 def suggestions(studio: Studio, pid: int, path: str) -> tuple[list[tuple[str, str]], str]:
     """([(button text, node id)] of the model's top-3 paths that exist now, model name)."""
     predictor, what = studio.predictor(pid)
@@ -80,6 +92,38 @@ def suggestions(studio: Studio, pid: int, path: str) -> tuple[list[tuple[str, st
         if node is not None:
             out.append((f"{' / '.join(t['path'])} — {math.exp(t['score']):.0%}", node))
     return out, what
+
+
+def write_label(studio: Studio, cur: dict, shown_id, node: str | None) -> dict | None:
+    """Save `node` (None clears) for the image the page shows; the cursor moved on to the
+    next image, or None when nothing was written.
+
+    One user action, one write: a pick with the mouse can fire the dropdown's event
+    twice, and the second arrives after the first has moved the cursor on. Each event
+    carries the id of the image the page showed when it fired (`shown_id`), so a write
+    meant for an image that is no longer the current one is dropped instead of landing
+    on the next image.
+    """
+    ids, pos = cur["ids"], cur["pos"]
+    image_id = ids[pos] if 0 <= pos < len(ids) else None
+    if image_id is None:
+        raise HierTuneError("There is no image to label in this queue.")
+    if shown_id in (None, "") or str(image_id) != str(shown_id).strip():
+        return None
+    studio.workspace.set_label(image_id, node or None)
+    return {**cur, "pos": min(len(ids) - 1, pos + 1)}
+
+
+def import_status_line(summary: ImportSummary) -> str:
+    """The status line of an import: a success only when nothing was refused; a warning
+    toast too when every file was refused (nothing came in)."""
+    if not summary.refused:
+        return ok(summary.sentence())
+    if summary.added == 0 and summary.duplicates == 0:
+        sentence = f"Nothing was imported: {summary.refusals()}."
+        gr.Warning(html_text(sentence))
+        return problem(sentence)
+    return problem(summary.sentence())
 
 
 def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
@@ -141,6 +185,8 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
     )
     cursor = gr.State({"ids": [], "pos": 0})
     suggested = gr.State([])
+    # the id of the image on the page, sent with every labelling event (see write_label)
+    shown = gr.Textbox(visible="hidden", elem_id="label-shown-id")
 
     def current(cur) -> int | None:
         ids, pos = cur["ids"], cur["pos"]
@@ -152,7 +198,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         try:
             pid = studio.project_id(pid)
         except HierTuneError:
-            return (None, "", node_picker_empty(), "", "", *hidden, [], [])
+            return (None, "", node_picker_empty(), "", "", *hidden, [], [], "")
         tax = ws.taxonomy(pid)
         df = ws.images(pid).set_index("id")
         ids = [i for i in cur["ids"] if i in df.index]
@@ -166,11 +212,9 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         image_id = current(cur)
         if image_id is None:
             msg = "Nothing to label in this queue." if not len(df) else "The queue is empty."
-            return (None, msg, node_picker(tax), "", "", *hidden, [], grid)
+            return (None, msg, node_picker(tax), "", "", *hidden, [], grid, "")
         row = df.loc[image_id]
-        label = row["label"] or "(unlabelled)"
-        src = f" ({row['source']})" if row["source"] else ""
-        text = f"**{row['name']}** · {row['width']}×{row['height']} · label: **{label}**{src}"
+        text = image_info(row)
         pos_text = f"Image {cur['pos'] + 1} of {len(ids)}"
         buttons, sugg, note = hidden, [], ""
         if with_suggestions and len(tax):
@@ -190,10 +234,11 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
             *buttons,
             sugg,
             grid,
+            str(image_id),
         )
 
     view_outputs = [image, info, picker, position, suggestion_note, *suggestion_btns, suggested]
-    view_outputs.append(gallery)
+    view_outputs += [gallery, shown]
 
     shown_outputs = [status, cursor, *view_outputs]
 
@@ -230,34 +275,42 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
     )
 
     @user_errors(len(shown_outputs))
-    def label_and_next(pid, cur, with_suggestions, node):
+    def label_and_next(pid, cur, with_suggestions, node, shown_id):
         pid = studio.project_id(pid)
-        image_id = current(cur)
-        if image_id is None:
-            raise HierTuneError("There is no image to label in this queue.")
-        ws.set_label(image_id, node or None)
+        moved = write_label(studio, cur, shown_id, node)
+        if moved is None:  # a second event of one action: the first one saved it
+            return tuple(gr.skip() for _ in shown_outputs)
         tax = ws.taxonomy(pid)
         what = " / ".join(tax.path_names(node)) if node else "no label"
-        cur = dict(cur)
-        cur["pos"] = min(len(cur["ids"]) - 1, cur["pos"] + 1)
-        return (ok(f"Saved: {what}."), cur, *view(pid, cur, with_suggestions))
+        return (ok(f"Saved: {what}."), moved, *view(pid, moved, with_suggestions))
 
-    picker.input(  # a click or Enter on a choice (Enter fires no select event)
-        label_and_next,
-        [project, cursor, suggest_on, picker],
+    def pick_label(pid, cur, with_suggestions, node, shown_id):
+        """The dropdown's pick; an empty value is the dropdown being reset, not a choice."""
+        if not node:
+            return tuple(gr.skip() for _ in shown_outputs)
+        return label_and_next(pid, cur, with_suggestions, node, shown_id)
+
+    label_inputs = [*nav_inputs, shown]
+    # only `input` (a click or Enter on a choice; Enter fires no select event) saves:
+    # `change` also fires when a handler resets the dropdown for the next image
+    picker.input(
+        pick_label,
+        [project, cursor, suggest_on, picker, shown],
         shown_outputs,
         api_visibility="private",
     )
     clear_btn.click(
-        lambda p, c, s: label_and_next(p, c, s, None),
-        nav_inputs,
+        lambda p, c, s, shown_id: label_and_next(p, c, s, None, shown_id),
+        label_inputs,
         shown_outputs,
         api_visibility="private",
     )
     for i, btn in enumerate(suggestion_btns):
         btn.click(
-            lambda p, c, s, sugg, i=i: label_and_next(p, c, s, sugg[i] if i < len(sugg) else None),
-            [*nav_inputs, suggested],
+            lambda p, c, s, shown_id, sugg, i=i: label_and_next(
+                p, c, s, sugg[i] if i < len(sugg) else None, shown_id
+            ),
+            [*label_inputs, suggested],
             shown_outputs,
             api_visibility="private",
         )
@@ -274,9 +327,11 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
     @user_errors(3)
     def do_import(pid, files, label, add, mode, with_suggestions):
         pid = studio.project_id(pid)
-        summary = import_files(ws, pid, [str(f) for f in files or []], label or None, add)
+        uploaded = [str(f) for f in files or []]
+        with uploads_discarded(uploaded, on_error=False):  # else kept until the server stops
+            summary = import_files(ws, pid, uploaded, label or None, add)
         ids = build_queue(studio, pid, mode if mode not in REVIEW_MODES else "unlabelled")
-        return ok(summary.sentence()), {"ids": ids, "pos": 0}, None
+        return import_status_line(summary), {"ids": ids, "pos": 0}, None
 
     import_btn.click(
         do_import,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -13,8 +14,10 @@ from PIL import Image
 from hiercore.bundle import build_bundle
 from hiercore.errors import HierTuneError
 from hiercore.figures.lineage import level_names_for
+from hiercore.images import open_rgb
 from hiercore.predict import Prediction
 from webapp.feedback import ok, user_errors
+from webapp.literal import md_text
 from webapp.state import Studio
 from webapp.tabs.results import finished_runs
 
@@ -70,6 +73,14 @@ def predict_image(studio: Studio, pid: int, image: Image.Image, run_id: int | No
     return pred, what, level_names_for(tax, predictor.model.depth)
 
 
+def predict_upload(path: str | None) -> Image.Image:
+    """The uploaded file as an RGB image; one sentence naming the file (not the server's
+    temp path) when it is missing, not an image or too large."""
+    if not path:
+        raise HierTuneError("Upload an image first.")
+    return open_rgb(path, name=Path(path).name)
+
+
 def build(studio: Studio, project: gr.BrowserState) -> PredictTab:
     run = gr.Dropdown(
         label="Run (empty: the latest finished run, else zero-shot)", choices=[], value=None
@@ -87,7 +98,13 @@ def build(studio: Studio, project: gr.BrowserState) -> PredictTab:
             bundle = gr.File(label="Bundle", interactive=False)
         with gr.Column(scale=2):
             gr.Markdown("#### Predict")
-            image = gr.Image(type="pil", label="Image", height=260, elem_id="predict-image")
+            # a file, not gr.Image: gr.Image decodes an upload before any handler runs, so a
+            # non-image showed Pillow's error with the server's temp path; here the
+            # project's reader opens it and a bad file is one sentence (predict_upload)
+            image = gr.File(
+                label="Image", file_types=["image"], type="filepath", elem_id="predict-image"
+            )
+            preview = gr.Image(label="Predicted image", height=260, interactive=False)
             predict_btn = gr.Button("Predict", variant="primary")
             answer = gr.Markdown(elem_id="predict-answer")
             probs = gr.Plot(label="Per-level probabilities")
@@ -106,21 +123,20 @@ def build(studio: Studio, project: gr.BrowserState) -> PredictTab:
 
     export_btn.click(export, [project, run], [status, bundle], api_visibility="private")
 
-    @user_errors(4)
-    def predict(pid, run_id, img):
+    @user_errors(5)
+    def predict(pid, run_id, path):
         pid = studio.project_id(pid)
-        if img is None:
-            raise HierTuneError("Upload an image first.")
+        img = predict_upload(path)
         pred, what, names = predict_image(studio, pid, img, run_id)
         flag = (
             ""
             if pred.consistent_with_independent
             else (
                 " (per-level argmax would give the inconsistent path "
-                f"{' / '.join(pred.independent)})"
+                f"{md_text(' / '.join(pred.independent))})"
             )
         )
-        text = f"### {' / '.join(pred.path)}\nby the {what}{flag}"
+        text = f"### {md_text(' / '.join(pred.path))}\nby the {md_text(what)}{flag}"
         # score = mean per-level log-probability; exp gives the geometric mean probability
         table = pd.DataFrame(
             [
@@ -131,9 +147,9 @@ def build(studio: Studio, project: gr.BrowserState) -> PredictTab:
                 for t in pred.topk
             ]
         )
-        return ok("Predicted."), text, probability_figure(pred, names), table
+        return ok("Predicted."), text, probability_figure(pred, names), table, img
 
-    outputs = [status, answer, probs, topk]
+    outputs = [status, answer, probs, topk, preview]
     predict_btn.click(predict, [project, run, image], outputs, api_visibility="private")
     image.upload(predict, [project, run, image], outputs, api_visibility="private")
 

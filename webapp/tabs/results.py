@@ -33,6 +33,7 @@ from hiercore.figures import (
 )
 from hiercore.figures.lineage import entry_label, level_names_for, path_label
 from webapp.feedback import ok, user_errors
+from webapp.literal import md_text
 from webapp.run_jobs import is_comparison, submit_comparison
 from webapp.state import Studio, default_model
 
@@ -74,7 +75,8 @@ def headline(res) -> str:
         f"HCA **{pct(m.get('hca'))}**"
         + (f", mistake severity **{sev:.2f}**" if sev is not None else "")
         + f". Trained {m.get('trainable_pct', 0):.2f}% of the parameters in "
-        f"{m.get('train_time_s', 0):.0f} s ({m.get('steps', '?')} steps, {res.config.model})."
+        f"{m.get('train_time_s', 0):.0f} s ({m.get('steps', '?')} steps, "
+        f"{md_text(res.config.model)})."
     )
 
 
@@ -105,6 +107,18 @@ def cell_choices(res, level: int) -> list[tuple[str, int]]:
     ]
 
 
+COMPARISON_COLUMNS = [
+    "run",
+    "method",
+    "FPA",
+    "TICE",
+    "consistent FPA",
+    "HCA",
+    "severity",
+    "trainable %",
+]
+
+
 def comparison_frame(studio: Studio, pid: int) -> pd.DataFrame:
     """One row per finished run (and per compared method) with the headline metrics."""
     rows = []
@@ -116,8 +130,7 @@ def comparison_frame(studio: Studio, pid: int) -> pd.DataFrame:
             rows.append(_comparison_row(f"#{r.id} {r.name}", (r.config or {}).get("method"), m))
         for method, mm in (m.get("comparison") or {}).items():
             rows.append(_comparison_row(f"#{r.id} {method}", method, mm))
-    columns = ["run", "method", "FPA", "TICE", "consistent FPA", "HCA", "severity", "trainable %"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def _comparison_row(name: str, method: str, m: dict) -> dict:
@@ -292,7 +305,10 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         )
         t_name = entry_label(res.index, res.taxonomy, glevel, int(t))
         p_name = entry_label(res.index, res.taxonomy, glevel, int(p))
-        note = f"**{len(rows)} images** with true {t_name!r} predicted as {p_name!r}"
+        note = (
+            f"**{len(rows)} images** with true {md_text(repr(t_name))} "
+            f"predicted as {md_text(repr(p_name))}"
+        )
         return drilled(res, run_id, rows, dec, note)
 
     cell_btn.click(
@@ -327,7 +343,8 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         t, p = int(row["true_index"]), int(row["predicted_index"])
         rows = confusion_cell_members(res.pred(dec), res.true, lvl, [t, p, lvl], res.index)
         note = (
-            f"**{len(rows)} images** of {row['true_path']!r} predicted as {row['predicted_path']!r}"
+            f"**{len(rows)} images** of {md_text(repr(row['true_path']))} "
+            f"predicted as {md_text(repr(row['predicted_path']))}"
         )
         return drilled(res, run_id, rows, dec, note)
 
@@ -346,8 +363,8 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         row = table[table["n_inconsistent"] > 0].iloc[evt.index[0]]
         rows = res.inconsistent_rows(int(row["level"]), row["node_id"], dec)
         note = (
-            f"**{len(rows)} images** of {row['subtree']!r} whose level-{int(row['level'])} "
-            "prediction is not a child of their level above"
+            f"**{len(rows)} images** of {md_text(repr(row['subtree']))} "
+            f"whose level-{int(row['level'])} prediction is not a child of their level above"
         )
         return drilled(res, run_id, rows, dec, note)
 

@@ -12,8 +12,10 @@ from hiercore.figures import taxonomy_sunburst
 from hiercore.ingest import taxonomy_from_upload
 from hiercore.taxonomy import ROOT, Taxonomy
 from webapp.feedback import ok, user_errors
+from webapp.literal import md_text
 from webapp.pickers import node_picker, text_tree
 from webapp.state import Studio
+from webapp.uploads import uploads_discarded
 
 DELETE_DESTINATIONS = [
     ("move them to the deleted node's parent (partial labels)", "parent"),
@@ -38,6 +40,8 @@ EXPORTS = {
     "wide_csv": ("Wide CSV, one column per rank", "taxonomy.csv"),
     "edge_csv": ("Edge CSV: id, name, parent_id", "edges.csv"),
     "labelstudio": ("Label Studio taxonomy JSON", "labelstudio.json"),
+    "labelstudio_xml": ("Label Studio labeling config (XML)", "labelstudio-config.xml"),
+    "text_tree": ("Indented text tree", "taxonomy.txt"),
     "newick": ("Newick", "taxonomy.nwk"),
     "json": ("HierTune JSON (ids, descriptions)", "taxonomy.json"),
     "folder": ("Folder tree (zip of empty class folders)", "folders.zip"),
@@ -55,8 +59,8 @@ def describe_node(studio: Studio, pid: int, tax: Taxonomy, node: str | None) -> 
     here = exact_counts(studio, pid).get(node, 0)
     below = len(tax.descendants(node))
     return (
-        f"**{' / '.join(tax.path_names(node))}** — {counts.get(node, 0)} labelled images in "
-        f"this subtree ({here} labelled exactly here), {below} nodes below it."
+        f"**{md_text(' / '.join(tax.path_names(node)))}** — {counts.get(node, 0)} labelled "
+        f"images in this subtree ({here} labelled exactly here), {below} nodes below it."
     )
 
 
@@ -135,7 +139,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TaxonomyTab:
     def history_text(pid: int) -> str:
         rows = ws.history(pid)
         lines = [
-            f"{i + 1}. {r['description']}"
+            f"{i + 1}. {md_text(r['description'])}"
             + (f" ({r['labels_moved']} labels moved)" if r["labels_moved"] else "")
             for i, r in enumerate(rows)
         ]
@@ -290,7 +294,8 @@ def build(studio: Studio, project: gr.BrowserState) -> TaxonomyTab:
         pid = studio.project_id(pid)
         if not file:
             raise HierTuneError("Choose a taxonomy file to import first.")
-        tax = import_taxonomy_file(studio, pid, file, drop)
+        with uploads_discarded([file], on_error=False):  # else kept until the server stops
+            tax = import_taxonomy_file(studio, pid, file, drop)
         return after_edit(
             pid,
             f"Imported {Path(file).name}: {len(tax)} nodes, {tax.max_depth} levels.",

@@ -21,6 +21,7 @@ from hiercore.errors import HierTuneError
 from hiercore.figures import training_curves_figure
 from hiercore.models.prompts import check_templates
 from webapp.feedback import ok, user_errors
+from webapp.literal import md_text
 from webapp.state import Studio, default_model
 
 ACTIVE = ("queued", "running")
@@ -63,21 +64,23 @@ def build_config(
     for label, value in numbers.items():
         if value is None or (isinstance(value, float) and math.isnan(value)):
             raise HierTuneError(f"Give a value for {label}.")
+    # numbers go to RunConfig as given: it refuses NaN, infinities, fractions of whole
+    # numbers and out-of-range values in one sentence (int(inf) here would raise instead)
     return RunConfig(
         model=(model or "default").strip(),
         pretrained=(pretrained or "").strip() or None,
         lora=lora,
-        rank=int(rank),
-        lora_alpha=float(lora_alpha),
-        alpha=float(alpha),
-        lam=float(lam),
-        eps=float(eps),
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        lr=float(lr),
-        val_fraction=float(val_fraction),
-        max_steps=int(max_steps) if max_steps else None,
-        seed=int(seed or 0),
+        rank=rank,
+        lora_alpha=lora_alpha,
+        alpha=alpha,
+        lam=lam,
+        eps=eps,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        val_fraction=val_fraction,
+        max_steps=None if max_steps is None or max_steps == 0 else max_steps,
+        seed=0 if seed is None else seed,
         templates=check_templates(lines) if lines else None,
     )
 
@@ -147,7 +150,7 @@ def status_text(status: dict | None) -> str:
     if not status:
         return "No run yet: set the options above and press **Start training**."
     state = status["state"]
-    parts = [f"{STATE_ICONS.get(state, '')} **{status['name']}** — **{state}**"]
+    parts = [f"{STATE_ICONS.get(state, '')} **{md_text(status['name'])}** — **{state}**"]
     if state == "queued" and status.get("queue_position"):
         parts.append(f"position {status['queue_position']} in the queue")
     if status.get("epochs"):
@@ -157,7 +160,7 @@ def status_text(status: dict | None) -> str:
     progress = status.get("progress") or {}
     if state == "running":
         if progress.get("message"):
-            parts.append(progress["message"])
+            parts.append(md_text(progress["message"]))
         if status.get("eta_s") is not None:
             parts.append(f"ETA {_duration(status['eta_s'])}")
         losses = progress.get("losses") or {}
@@ -170,7 +173,7 @@ def status_text(status: dict | None) -> str:
     elif val:
         parts.append(f"val FPA {_pct(val.get('fpa'))}, TICE {_pct(val.get('tice'))}")
     if status.get("error"):
-        parts.append(f"error: {status['error']}")
+        parts.append(f"error: {md_text(status['error'])}")
     return " · ".join(parts)
 
 
