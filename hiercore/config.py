@@ -36,8 +36,8 @@ class RunConfig:
     """LoRA scaling numerator (scale = lora_alpha / rank)."""
     lora_dropout: float = 0.0
     """Dropout on the LoRA input."""
-    lora_targets: list[str] = field(default_factory=lambda: ["attn"])
-    """Transformer block parts to adapt: attn and/or mlp."""
+    lora_targets: list[str] = field(default_factory=lambda: ["attn", "conv"])
+    """Parts to adapt where a tower has them: attn, mlp (transformers), conv (a CNN tower)."""
     alpha: float = 1.0
     """Weight of the Tree-Path KL loss (0 turns it off)."""
     lam: float = 1.0

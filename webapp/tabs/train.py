@@ -41,6 +41,13 @@ def demo_max_steps() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
+def default_form_config() -> dict:
+    """What the form proposes on this machine: `RunConfig`'s defaults (the recipe chosen in
+    results/recipe/), with the towers that train at interactive speed here: text LoRA
+    re-encodes every node prompt at each step, which takes minutes per epoch on a CPU."""
+    return RunConfig(lora="both" if torch.cuda.is_available() else "vision").to_dict()
+
+
 def build_config(
     model: str,
     pretrained: str,
@@ -216,6 +223,7 @@ def _duration(seconds: float) -> str:
 
 
 def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
+    d = default_form_config()
     with gr.Row():
         with gr.Column(scale=1):
             gr.Markdown("#### Backbone")
@@ -234,20 +242,19 @@ def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
             gr.Markdown("#### LoRA")
             lora = gr.Radio(
                 ["vision", "text", "both"],
-                # text LoRA re-encodes every node prompt each step: minutes per epoch on a CPU
-                value="both" if torch.cuda.is_available() else "vision",
+                value=d["lora"],
                 label="Adapt tower(s)",
                 info="vision is fast on a CPU; text and both re-encode every node's prompts "
                 "at each step (the paper's setting, best on a GPU)",
             )
             with gr.Row():
-                rank = gr.Number(8, label="Rank", precision=0, minimum=1)
-                lora_alpha = gr.Number(16.0, label="LoRA alpha", minimum=0)
+                rank = gr.Number(d["rank"], label="Rank", precision=0, minimum=1)
+                lora_alpha = gr.Number(d["lora_alpha"], label="LoRA alpha", minimum=0)
         with gr.Column(scale=1):
             gr.Markdown("#### Losses")
-            alpha = gr.Slider(0, 5, value=1.0, step=0.1, label="α: Tree-Path KL weight")
-            lam = gr.Slider(0, 5, value=1.0, step=0.1, label="λ: HiSCE weight")
-            eps = gr.Slider(0, 0.5, value=0.1, step=0.01, label="ε: HiSCE sibling smoothing")
+            alpha = gr.Slider(0, 5, value=d["alpha"], step=0.1, label="α: Tree-Path KL weight")
+            lam = gr.Slider(0, 5, value=d["lam"], step=0.1, label="λ: HiSCE weight")
+            eps = gr.Slider(0, 0.5, value=d["eps"], step=0.01, label="ε: HiSCE sibling smoothing")
             templates = gr.Textbox(
                 label="Prompt templates (one per line; empty = the model's own)",
                 placeholder="a photo of a {name}.\na photo of a {name}, a kind of {parent}.",
@@ -256,11 +263,13 @@ def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
         with gr.Column(scale=1):
             gr.Markdown("#### Schedule")
             with gr.Row():
-                epochs = gr.Number(3, label="Epochs", precision=0, minimum=1)
-                batch_size = gr.Number(32, label="Batch size", precision=0, minimum=1)
+                epochs = gr.Number(d["epochs"], label="Epochs", precision=0, minimum=1)
+                batch_size = gr.Number(d["batch_size"], label="Batch size", precision=0, minimum=1)
             with gr.Row():
-                lr = gr.Number(5e-4, label="Learning rate", minimum=0)
-                val_fraction = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share")
+                lr = gr.Number(d["lr"], label="Learning rate", minimum=0)
+                val_fraction = gr.Slider(
+                    0.05, 0.5, value=d["val_fraction"], step=0.05, label="Validation share"
+                )
             with gr.Row():
                 max_steps = gr.Number(
                     demo_max_steps(), label="Max steps (0 or empty: all)", precision=0, minimum=0
