@@ -1,7 +1,7 @@
 """Labelled image sets: import (class-folder trees, CSV manifests, zips), splits, datasets.
 
 A `Sample` is one image file and one label, a node id at any depth of the taxonomy (an
-inner node is a partial label, SPEC §1) or None when the image is unlabelled.
+inner node is a partial label, docs/method.md §1) or None when the image is unlabelled.
 `ImageLabelDataset` turns samples into (image tensor, per-level target) pairs through
 `LevelIndex.target`, and skips images that cannot be read instead of failing mid-epoch.
 `extract_zip_safely` unpacks an uploaded zip only when no member could escape the

@@ -1,4 +1,4 @@
-"""Turning per-level logits into predicted label paths (SPEC.md section 4).
+"""Turning per-level logits into predicted label paths (docs/method.md §4).
 
 Independent decoding (the paper's protocol) takes the argmax at every level and may
 produce a path that is not in the tree. Consistent decoding picks the valid root-to-leaf

@@ -1,4 +1,4 @@
-"""Scoring a model on labelled images: logits, decoded paths and the SPEC §5 metrics.
+"""Scoring a model on labelled images: logits, decoded paths and the docs/method.md §5 metrics.
 
 `collect` runs a `HierClip` over a set of samples once and keeps what every results
 view needs (per-level logits, true label vectors, image embeddings); `score` turns that

@@ -1,4 +1,4 @@
-"""Hierarchy-aware training losses on per-level logits (SPEC.md section 3).
+"""Hierarchy-aware training losses on per-level logits (docs/method.md §3).
 
 Implements the three terms of "Hierarchy-Aware Fine-Tuning of Vision-Language Models"
 (arXiv 2512.21529): per-level cross-entropy, Tree-Path KL divergence (TP-KL, one softmax

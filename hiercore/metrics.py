@@ -1,4 +1,4 @@
-"""Evaluation metrics for hierarchical predictions (SPEC.md section 5).
+"""Evaluation metrics for hierarchical predictions (docs/method.md §5).
 
 Predicted and true paths are (N, L) integer arrays (numpy or torch); a negative entry in
 `true` marks a level the expert did not label, and every metric scores partial labels on

@@ -2,7 +2,7 @@
 
 A `Predictor` is what the CLI's ``predict``, the studio's Predict tab, its model-assisted
 labelling and the ``/predict`` API share: load once, then map images to the consistent
-path (SPEC §4), per-level probabilities and the top-k valid paths.
+path (docs/method.md §4), per-level probabilities and the top-k valid paths.
 """
 
 from __future__ import annotations

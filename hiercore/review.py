@@ -8,7 +8,7 @@ For each image the model gives per-level logits. From them:
   between two paths; 1 when the tree has a single leaf);
 - disagreement: the number of levels where independent decoding (per-level argmax) and
   consistent decoding differ, and broken_links the number of adjacent level pairs where the
-  independent path leaves the tree (SPEC §5's inconsistency, per image).
+  independent path leaves the tree (docs/method.md §5's inconsistency, per image).
 
 `review_order` sorts by one of three keys: "margin" (smallest first), "confidence" (lowest
 first) or "inconsistency" (most broken links, then most disagreeing levels, then smallest

@@ -1,4 +1,4 @@
-"""The fine-tuning loop: LoRA on CLIP with CE + alpha * TP-KL + lambda * HiSCE (SPEC §3).
+"""The fine-tuning loop: LoRA on CLIP with CE + alpha * TP-KL + lambda * HiSCE (docs/method.md §3).
 
 Read it top to bottom: build the model, freeze it and add adapters, cache whatever is
 frozen (image features when the vision tower has no adapters, node text features when

@@ -1,4 +1,4 @@
-"""Every comparison method of SPEC §6 behind one interface, and the comparison table.
+"""Every comparison method of docs/method.md §6 behind one interface, and the comparison table.
 
 ``create_method(name).fit(taxonomy, train_samples, eval_samples, config, out_dir)``
 returns a `MethodResult` (per-level logits on the evaluation samples), scored for every

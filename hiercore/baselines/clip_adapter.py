@@ -1,4 +1,4 @@
-"""CLIP-Adapter (Gao et al., IJCV 2023) as SPEC §6 states it.
+"""CLIP-Adapter (Gao et al., IJCV 2023) as docs/method.md §6 states it.
 
     f* = r * A(f) + (1 - r) * f,   A = Linear(d, d/4) - ReLU - Linear(d/4, d) - ReLU,  r = 0.2
 
@@ -6,7 +6,7 @@ Only A trains (no biases, as in the original); the image and text towers stay fr
 the image features are encoded once. Our choice of text side: the frozen prompt
 embeddings of the nodes of *every* level, so the adapted feature gives per-level logits
 z^(l) = s <f*/|f*|, g_c> directly, and A is trained with the per-level cross-entropy
-(SPEC §3 with alpha = lambda = 0). The row is then comparable with the per-level CE LoRA
+(docs/method.md §3 with alpha = lambda = 0). The row is then comparable with the per-level CE LoRA
 row, and its TICE under independent decoding is a real measurement rather than 0 by
 construction.
 """

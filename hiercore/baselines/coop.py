@@ -3,7 +3,7 @@
 The prompt of a node is ``[SOT] v_1 ... v_M <name> . [EOT]``: M learnable vectors (16 by
 default, initialised N(0, 0.02) as CoOp's generic context) take the place of a hand-made
 template, in the token-embedding space of the text tower. The whole CLIP stays frozen;
-only the M x width context trains, with the per-level cross-entropy (SPEC §3 with
+only the M x width context trains, with the per-level cross-entropy (docs/method.md §3 with
 alpha = lambda = 0) on cached image features. The context is shared by the nodes of every
 level, so the method gives per-level logits z^(l) = s <f, g_c> like the zero-shot row.
 

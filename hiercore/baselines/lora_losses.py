@@ -1,4 +1,4 @@
-"""The LoRA rows of the comparison: the paper's ablation over the loss (SPEC §3, §6).
+"""The LoRA rows of the comparison: the paper's ablation over the loss (docs/method.md §3, §6).
 
 Each row is one `hiercore.training.train` run of the same `RunConfig` (same towers, rank,
 epochs, batch size, learning rate and seed) with only the loss changed:

@@ -6,7 +6,7 @@ takes keyword options and returns a `Method`. The comparison table is then a loo
 
     method = create_method("tip-adapter")
     result = method.fit(taxonomy, train_samples, eval_samples, config, out_dir)
-    result.metrics()  # the same SPEC §5 metrics for every method
+    result.metrics()  # the same docs/method.md §5 metrics for every method
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A `MethodResult` holds per-level logits on the evaluation samples and their true label
 vectors, so every row of the comparison table is scored by the same
-`hiercore.metrics.evaluate_predictions` (independent and consistent decoding, SPEC §4-5).
+`hiercore.metrics.evaluate_predictions` (independent and consistent decoding, docs/method.md §4-5).
 
 Methods that score leaves only (CHiLS, Tip-Adapter, the flat CE baseline) predict a leaf
 and map it to its ancestors. `levels_from_leaf_scores` writes that as per-level logits:
@@ -57,7 +57,7 @@ class MethodResult:
         return 100.0 * self.trainable_params / max(1, self.clip_params)
 
     def metrics(self) -> dict:
-        """SPEC §5 metrics of these logits, plus the cost columns of the table."""
+        """docs/method.md §5 metrics of these logits, plus the cost columns of the table."""
         m = evaluate_predictions(
             [torch.from_numpy(np.asarray(z, dtype=np.float32)) for z in self.logits],
             torch.from_numpy(np.asarray(self.true, dtype=np.int64)),

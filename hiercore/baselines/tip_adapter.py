@@ -1,4 +1,4 @@
-"""Tip-Adapter and Tip-Adapter-F (Zhang et al., ECCV 2022), leaf-level, as SPEC §6 states them.
+"""Tip-Adapter and Tip-Adapter-F (Zhang et al., ECCV 2022), leaf-level, as in docs/method.md §6.
 
     logits = s * f W^T + a * exp(-b * (1 - f F^T)) L
 

@@ -1,6 +1,6 @@
-"""Zero-shot CLIP rows of the comparison (SPEC §6): nothing is trained.
+"""Zero-shot CLIP rows of the comparison (docs/method.md §6): nothing is trained.
 
-- ``zero-shot``: every node of every level gets its prompts (SPEC §2) and the per-level
+- ``zero-shot``: every node of every level gets its prompts (docs/method.md §2) and the per-level
   logits z^(l) = s <f, g_c> are scored as they are; the table shows independent decoding
   (the paper's protocol) and consistent decoding side by side.
 - ``zero-shot-chils``: CHiLS-style (Novack et al., ICML 2023): predict among the leaves

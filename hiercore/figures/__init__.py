@@ -3,7 +3,7 @@
 Computation (metrics, UMAP) lives elsewhere in `hiercore`; these functions only turn
 its results into figures, and the studio only places them (FiftyOne's "brain vs App"
 split). One colour scheme, keyed by first-level ancestor, runs through every figure
-(`ancestor_colors`). Levels are 1-based (SPEC §1) throughout.
+(`ancestor_colors`). Levels are 1-based (docs/method.md §1) throughout.
 """
 
 from hiercore.figures.accuracy import level_accuracy_figure

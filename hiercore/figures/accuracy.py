@@ -1,4 +1,4 @@
-"""Per-level accuracy of independent vs consistent decoding (SPEC §4, §5).
+"""Per-level accuracy of independent vs consistent decoding (docs/method.md §4, §5).
 
 Reads the dict of `hiercore.metrics.evaluate_predictions`: top-level keys are the
 independent decoding's metrics, "consistent" holds the same for consistent decoding.

@@ -1,7 +1,7 @@
 """Where inconsistent predictions happen: per adjacent level pair and per parent subtree.
 
 A prediction is inconsistent at the pair (l-1, l) when the level-l class's parent is not
-the level-(l-1) prediction (SPEC §5). Consistent decoding is 0 by construction; it is
+the level-(l-1) prediction (docs/method.md §5). Consistent decoding is 0 by construction; it is
 drawn anyway so the two decodings can be compared at a glance.
 """
 

@@ -1,6 +1,6 @@
 """The run comparison table as a Plotly table, best value per metric highlighted.
 
-One row per run or baseline (SPEC §6). Numeric columns are written with three
+One row per run or baseline (docs/method.md §6). Numeric columns are written with three
 significant decimals; for each metric column the best cell is shaded, where "best" is
 the largest value except for error-like columns (`lower_is_better`). Column names are
 matched in any case with spaces as underscores, so the studio's "TICE" and "severity"

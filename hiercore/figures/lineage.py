@@ -1,6 +1,6 @@
 """Names and ancestors of taxonomy entries, shared by every figure.
 
-Figures speak of levels the way SPEC §1 does: 1..L, level 1 being the first level
+Figures speak of levels the way docs/method.md §1 does: 1..L, level 1 being the first level
 below the virtual root. Per-level entries are those of `LevelIndex` (padding copies
 included), so a figure axis follows the index order where a subtree is a contiguous block.
 """
@@ -45,7 +45,7 @@ def path_label(tax: Taxonomy, node_id: str) -> str:
 
 
 def entry_label(index: LevelIndex, tax: Taxonomy, level: int, i: int) -> str:
-    """Display name of entry `i` of 1-based `level`; padding copies say so (SPEC §1)."""
+    """Display name of entry `i` of 1-based `level`; padding copies say so (docs/method.md §1)."""
     node = index.node_at(level - 1, i)
     name = tax.name(node)
     return f"{name} (padded)" if index.padded[level - 1][i] else name

@@ -1,4 +1,4 @@
-"""Per-level logits from a CLIP model over a taxonomy (SPEC §2).
+"""Per-level logits from a CLIP model over a taxonomy (docs/method.md §2).
 
     z^(l)_c = s * <f, g_c>,   s = exp(logit_scale)
 

@@ -1,4 +1,4 @@
-"""Loading CLIP models through open_clip, whatever the source (SPEC §7.3).
+"""Loading CLIP models through open_clip, whatever the source (docs/method.md §7).
 
 One entry point, `load_clip`, over every way a user names a model:
 

@@ -1,4 +1,4 @@
-"""Text prompts for taxonomy nodes (SPEC §2).
+"""Text prompts for taxonomy nodes (docs/method.md §2).
 
 A template is a Python format string over a node's context:
 

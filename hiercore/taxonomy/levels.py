@@ -1,4 +1,4 @@
-"""Per-level indexing of a taxonomy for the model (SPEC §1).
+"""Per-level indexing of a taxonomy for the model (docs/method.md §1).
 
 Level l (1..L) holds the nodes at depth l, indexed 0..C_l-1 in depth-first order so that
 siblings are contiguous (figures rely on this: a subtree is a block of each axis).

@@ -1,4 +1,4 @@
-"""The taxonomy: a rooted tree of classes with stable node ids (SPEC §1).
+"""The taxonomy: a rooted tree of classes with stable node ids (docs/method.md §1).
 
 The tree lives in a `networkx.DiGraph` whose edges point from parent to child. The root
 is virtual (`ROOT`, not a class). Every other node carries a stable id that survives
