@@ -139,7 +139,8 @@ def _keywords(cell: str) -> list[str]:
 
 
 def load_corpus_pairs(corpus_dir: Path, describe: dict[str, str]) -> list[Pair]:
-    """Pairs of a corpus folder's ``corpus.csv`` (format: `hiercore.corpus`)."""
+    """Pairs of a corpus folder's ``corpus.csv`` (format: `hiercore.corpus`), without the
+    share-alike rows; a corpus holding the held-out style is refused."""
     listing = corpus_dir / "corpus.csv"
     if not listing.is_file():
         raise DataError(f"{corpus_dir} has no corpus.csv; build one with --build-corpus.")
@@ -151,6 +152,10 @@ def load_corpus_pairs(corpus_dir: Path, describe: dict[str, str]) -> list[Pair]:
                     f"{listing}, line {line}: {row['package']} is the held-out style and must "
                     "never be used for pretraining."
                 )
+            if "-SA" in row["license"].upper():
+                # share-alike art may be shipped as data under its own licence, but whether
+                # weights trained on it must be share-alike too is unsettled: leave it out
+                continue
             path = corpus_dir / row["path"]
             if row["kind"] == "icon":
                 caps, weights = icon_captions(row["name"], row["category"])

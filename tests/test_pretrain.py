@@ -18,7 +18,7 @@ from hiercore.taxonomy import ROOT, Taxonomy
 FIELDS = "path,kind,style,package,license,codepoints,name,keywords,subcategory,category"
 
 
-def _corpus(tmp_path, rows):
+def _corpus(tmp_path, rows, licence="MIT"):
     (tmp_path / "images").mkdir(exist_ok=True)
     with open(tmp_path / "corpus.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -26,7 +26,7 @@ def _corpus(tmp_path, rows):
         for i, (kind, style, package, name, sub, cat) in enumerate(rows):
             path = f"images/{i}.png"
             Image.new("RGB", (40, 40), ((50 * i) % 255, 90, 200 - 20 * i)).save(tmp_path / path)
-            w.writerow([path, kind, style, package, "MIT", "", name, "", sub, cat])
+            w.writerow([path, kind, style, package, licence, "", name, "", sub, cat])
     return tmp_path
 
 
@@ -98,3 +98,9 @@ def test_a_chunked_run_ends_where_an_uncut_run_does(tmp_path):
     # a finished run leaves no state behind to resume by mistake
     with pytest.raises(DataError, match="Nothing to resume"):
         pretrain(tmp_path / "cut", state_dir=tmp_path / "s2", resume=True, **common)
+
+
+def test_share_alike_rows_are_left_out_of_pretraining(tmp_path):
+    rows = [("emoji", "emojione-v1", "@iconify-json/emojione-v1", "dog", "animal-mammal", "A")]
+    assert load_corpus_pairs(_corpus(tmp_path, rows, licence="CC-BY-SA-4.0"), {}) == []
+    assert len(load_corpus_pairs(_corpus(tmp_path, rows, licence="CC-BY-4.0"), {})) == 1

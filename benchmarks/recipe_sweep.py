@@ -1,0 +1,84 @@
+"""The sweep behind the studio's default recipe (issue #8 D): demo fine-tunes, one per
+setting, through the studio's own queue, each timed from Start to finished.
+
+Every row is the form's defaults with a few overrides; the table it writes says what each
+reached on the held-out OpenMoji style and how long it took on this machine.
+
+    python -m benchmarks.recipe_sweep --out results/recipe
+    python -m benchmarks.recipe_sweep --only vision-r8-lr2e-3 --out /tmp/sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from benchmarks.demo_finetune import finetune_demo
+
+# name -> overrides of the form's defaults (zero-shot figures come from `hiercore eval`)
+SETTINGS: dict[str, dict] = {
+    "vision-r8-lr5e-4-3ep": {"lr": 5e-4, "epochs": 3},
+    "vision-r8-lr2e-3-3ep": {"lr": 2e-3, "epochs": 3},
+    "vision-r8-lr2e-3-5ep": {"lr": 2e-3, "epochs": 5},
+    "vision-r16-lr2e-3-5ep": {"lr": 2e-3, "epochs": 5, "rank": 16, "lora_alpha": 32},
+    "vision-r8-lr2e-3-5ep-ce": {"lr": 2e-3, "epochs": 5, "alpha": 0.0, "lam": 0.0},
+    "text-r8-lr2e-3-3ep": {"lr": 2e-3, "epochs": 3, "lora": "text"},
+}
+
+COLUMNS = [
+    "setting",
+    "wall_s",
+    "fpa",
+    "fpa_consistent",
+    "tice",
+    "acc_category",
+    "acc_subcategory",
+    "acc_emoji",
+    "overrides",
+]
+
+
+def row(name: str, result: dict, overrides: dict) -> dict:
+    m = result["metrics"]
+    acc = m.get("level_accuracy") or [float("nan")] * 3
+    return {
+        "setting": name,
+        "wall_s": result["wall_s"],
+        "fpa": round(m.get("fpa", float("nan")), 4),
+        "fpa_consistent": round(m.get("consistent", {}).get("fpa", float("nan")), 4),
+        "tice": round(m.get("tice", float("nan")), 4),
+        "acc_category": round(acc[0], 4),
+        "acc_subcategory": round(acc[1], 4),
+        "acc_emoji": round(acc[-1], 4),
+        "overrides": " ".join(f"{k}={v}" for k, v in overrides.items()),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--only", nargs="*", help="names of SETTINGS to run (default: all)")
+    p.add_argument("--model", default=None, help="a model other than the form's default")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "sweep.csv"
+    new = not table.is_file()
+    with open(table, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        if new:
+            w.writeheader()
+        for name, overrides in SETTINGS.items():
+            if args.only and name not in args.only:
+                continue
+            if args.model:
+                overrides = {**overrides, "model": args.model}
+            result = finetune_demo(overrides)
+            w.writerow(row(name, result, overrides))
+            f.flush()
+            print(name, result["wall_s"], "s", result["metrics"].get("fpa"), flush=True)
+
+
+if __name__ == "__main__":
+    main()
