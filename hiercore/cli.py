@@ -158,7 +158,6 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     d = RunConfig(model="default")
     p.add_argument("--model", default=d.model)
     p.add_argument("--pretrained", default=None)
-    p.add_argument("--method", default=d.method)
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
@@ -183,7 +182,6 @@ def config_from_args(args) -> RunConfig:  # noqa: F821 - imported lazily for sta
     return RunConfig(
         model=args.model,
         pretrained=args.pretrained,
-        method=args.method,
         epochs=args.epochs,
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,

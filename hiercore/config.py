@@ -12,72 +12,113 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hiercore.errors import HierTuneError
-from hiercore.models.lora import TARGETS, TOWERS, LoraSpec
 from hiercore.models.prompts import check_templates
+
+if TYPE_CHECKING:
+    from hiercore.models.lora import LoraSpec
+
+
+TOWERS = ("vision", "text", "both", "none")
+"""Which encoders get LoRA adapters (`hiercore.models.lora` maps them to module names)."""
+TARGETS = ("attn", "mlp", "conv")
+"""Parts of a tower LoRA can adapt: attention, the transformer MLP, a CNN's last stages."""
+
+
+def setting(default, help: str, *, choices: tuple[str, ...] | None = None):
+    """A `RunConfig` field whose metadata carries its one-line help and its choices, as in
+    peft's `LoraConfig`: the CLI flags and the studio's Train form are made from them."""
+    metadata = {"help": help, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class RunConfig:
     """Everything that defines a fine-tuning run."""
 
-    model: str = "default"
-    """open_clip architecture, 'default' (embedded), 'tiny-random', a local folder or hf-hub: id."""
-    pretrained: str | None = None
-    """open_clip pretrained tag or checkpoint file (with an architecture name)."""
-    method: str = "tpkl-hisce"
-    """Name of the method in the baselines registry (the comparison table's row)."""
-    lora: str = "both"
-    """Towers that get LoRA adapters: vision, text, both or none."""
-    rank: int = 8
-    """LoRA rank."""
-    lora_alpha: float = 16.0
-    """LoRA scaling numerator (scale = lora_alpha / rank)."""
-    lora_dropout: float = 0.0
-    """Dropout on the LoRA input."""
-    lora_targets: list[str] = field(default_factory=lambda: ["attn", "conv"])
-    """Parts to adapt where a tower has them: attn, mlp (transformers), conv (a CNN tower)."""
-    alpha: float = 1.0
-    """Weight of the Tree-Path KL loss (0 turns it off)."""
-    lam: float = 1.0
-    """Weight of the Hierarchy-Sibling Smoothed CE loss (0 turns it off)."""
-    eps: float = 0.1
-    """Sibling smoothing mass of HiSCE."""
-    ce_weight: float = 1.0
-    """Weight of the per-level CE (the claim study's (1 + alpha) * CE control raises it)."""
-    balance: float = 0.0
-    """Weight of TP-KL's label-free mass-balance term B alone (the CE + alpha * B control)."""
-    tpkl_temperature: float = 1.0
-    """Temperature of TP-KL's concatenated softmax (1: the paper's form; < 1 sharpens it)."""
-    tpkl_size_correction: bool = False
-    """Subtract log C_l from each level inside TP-KL, so level size alone is not unbalanced."""
-    flat: bool = False
-    """Train on the leaf level only (the flat CE baseline); TP-KL and HiSCE then see one level."""
-    epochs: int = 5
-    """Passes over the training images."""
-    batch_size: int = 32
-    """Images per optimiser micro-batch."""
-    grad_accum: int = 1
-    """Micro-batches per optimiser step."""
-    lr: float = 5e-4
-    """Peak learning rate of AdamW."""
-    weight_decay: float = 0.01
-    """AdamW weight decay on the adapters."""
-    warmup_ratio: float = 0.1
-    """Fraction of the optimiser steps spent warming the learning rate up linearly."""
-    templates: list[str] | None = None
-    """Prompt templates ({name}, {parent}, {root}, {path}, {description}); None: the model's own."""
-    seed: int = 0
-    """Seed of the split, the initialisation of the adapters and the batch order."""
-    val_fraction: float = 0.2
-    """Share of the labelled images held out for validation (unless the data fixes a split)."""
-    device: str = "auto"
-    """'auto' (GPU when there is one), 'cpu' or 'cuda'."""
-    max_steps: int | None = None
-    """Stop after this many optimiser steps (smoke tests); None: run every epoch."""
-    eval_every_epoch: bool = True
-    """Score the validation set after each epoch (the live FPA/TICE curve)."""
+    model: str = setting(
+        "default",
+        "open_clip architecture, 'default' (embedded), 'tiny-random', a local folder or "
+        "hf-hub: id.",
+    )
+    pretrained: str | None = setting(
+        None,
+        "open_clip pretrained tag or checkpoint file (with an architecture name).",
+    )
+    lora: str = setting(
+        "both",
+        "Towers that get LoRA adapters: vision, text, both or none.",
+        choices=TOWERS,
+    )
+    rank: int = setting(8, "LoRA rank.")
+    lora_alpha: float = setting(16.0, "LoRA scaling numerator (scale = lora_alpha / rank).")
+    lora_dropout: float = setting(0.0, "Dropout on the LoRA input.")
+    lora_targets: list[str] = setting(
+        ["attn", "conv"],
+        "Parts to adapt where a tower has them: attn, mlp (transformers), conv (a CNN tower).",
+        choices=TARGETS,
+    )
+    alpha: float = setting(1.0, "Weight of the Tree-Path KL loss (0 turns it off).")
+    lam: float = setting(1.0, "Weight of the Hierarchy-Sibling Smoothed CE loss (0 turns it off).")
+    eps: float = setting(0.1, "Sibling smoothing mass of HiSCE.")
+    ce_weight: float = setting(
+        1.0,
+        "Weight of the per-level CE (the claim study's (1 + alpha) * CE control raises it).",
+    )
+    balance: float = setting(
+        0.0,
+        "Weight of TP-KL's label-free mass-balance term B alone (the CE + alpha * B control).",
+    )
+    tpkl_temperature: float = setting(
+        1.0,
+        "Temperature of TP-KL's concatenated softmax (1: the paper's form; < 1 sharpens it).",
+    )
+    tpkl_size_correction: bool = setting(
+        False,
+        "Subtract log C_l from each level inside TP-KL, so level size alone is not unbalanced.",
+    )
+    flat: bool = setting(
+        False,
+        "Train on the leaf level only (the flat CE baseline); TP-KL and HiSCE then see one level.",
+    )
+    epochs: int = setting(5, "Passes over the training images.")
+    batch_size: int = setting(32, "Images per optimiser micro-batch.")
+    grad_accum: int = setting(1, "Micro-batches per optimiser step.")
+    lr: float = setting(5e-4, "Peak learning rate of AdamW.")
+    weight_decay: float = setting(0.01, "AdamW weight decay on the adapters.")
+    warmup_ratio: float = setting(
+        0.1,
+        "Fraction of the optimiser steps spent warming the learning rate up linearly.",
+    )
+    templates: list[str] | None = setting(
+        None,
+        "Prompt templates ({name}, {parent}, {root}, {path}, {description}); none: the "
+        "model's own.",
+    )
+    seed: int = setting(
+        0,
+        "Seed of the split, the initialisation of the adapters and the batch order.",
+    )
+    val_fraction: float = setting(
+        0.2,
+        "Share of the labelled images held out for validation (unless the data fixes a split).",
+    )
+    device: str = setting(
+        "auto",
+        "'auto' (GPU when there is one), 'cpu', 'cuda', 'cuda:<n>' or 'mps'.",
+    )
+    max_steps: int | None = setting(
+        None,
+        "Stop after this many optimiser steps (smoke tests); none: run every epoch.",
+    )
+    eval_every_epoch: bool = setting(
+        True,
+        "Score the validation set after each epoch (the live FPA/TICE curve).",
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -132,12 +173,35 @@ class RunConfig:
 
     @property
     def lora_spec(self) -> LoraSpec:
+        from hiercore.models.lora import LoraSpec  # torch and peft: only when a model is built
+
         return LoraSpec(
             self.lora, self.rank, self.lora_alpha, self.lora_dropout, tuple(self.lora_targets)
         )
 
+    @property
+    def method(self) -> str:
+        """The method these losses train, by its name in the baselines registry
+        (`hiercore.baselines.lora_losses`): alpha = lambda = 0 is ``level-ce``, ``flat`` with
+        neither is ``flat-ce``, alpha alone ``tpkl``, both ``tpkl-hisce``, and so on. A
+        combination no comparison row trains joins its parts with "+"."""
+        parts = []
+        if self.ce_weight != 1:
+            parts.append("ce-scaled")
+        if self.balance > 0:
+            parts.append("ce-balance")
+        if self.alpha > 0:
+            parts.append("tpkl-size" if self.tpkl_size_correction else "tpkl")
+        if self.lam > 0:
+            parts.append("hisce")
+        name = "tpkl-hisce" if parts == ["tpkl", "hisce"] else "+".join(parts)
+        if self.flat:
+            return "+".join(["flat-ce", *([name] if name else [])])
+        return name or "level-ce"
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every setting, and the method they amount to (a record: `from_dict` skips it)."""
+        return {**asdict(self), "method": self.method}
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
@@ -146,10 +210,12 @@ class RunConfig:
                 f"A run config must be an object of settings, not {type(data).__name__}."
             )
         known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        unknown = set(data) - known - {"method"}
         if unknown:
             raise HierTuneError(f"Unknown run setting {sorted(unknown)[0]!r}.")
-        return cls(**data)
+        # "method" is recorded, never read: the losses say which method a run is (runs
+        # saved before it was derived say "tpkl-hisce" whatever their losses were)
+        return cls(**{k: v for k, v in data.items() if k != "method"})
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -163,13 +229,18 @@ class RunConfig:
         return cls.from_dict(data)
 
 
+def field_help(name: str) -> str:
+    """The one-line help of a `RunConfig` setting."""
+    return next(f.metadata["help"] for f in fields(RunConfig) if f.name == name)
+
+
 MAX_TEXT = 1000
-"""Longest model name, pretrained tag/file or method name."""
+"""Longest model name or pretrained tag/file."""
 
 OPTIONAL = {"max_steps", "pretrained"}
 """Settings that may be None."""
 
-TEXT_FIELDS = ("model", "pretrained", "method", "lora", "device")
+TEXT_FIELDS = ("model", "pretrained", "lora", "device")
 
 NUMBER_RANGES: dict[str, tuple[type, tuple[float, bool], tuple[float, bool]]] = {
     # name: (int or float, (low, low included), (high, high included))

@@ -378,7 +378,8 @@ def _load_checkpoint(ckpt: Path, model, optimizer, schedule, config: RunConfig):
     # settings added after the checkpoint was written take their defaults
     saved = {**RunConfig().to_dict(), **state["config"]}
     now = config.to_dict()
-    for key in ("epochs", "max_steps", "device", "eval_every_epoch"):
+    # "method" follows from the losses, compared below; older checkpoints recorded it wrong
+    for key in ("epochs", "max_steps", "device", "eval_every_epoch", "method"):
         saved.pop(key, None)
         now.pop(key, None)
     if saved != now:

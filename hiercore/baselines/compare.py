@@ -170,7 +170,7 @@ def run_comparison(
         for i, (seed, name) in enumerate(plan, start=1):
             if stop.is_set():
                 break
-            run_config = replace(config, seed=seed, method=name, eval_every_epoch=False)
+            run_config = replace(config, seed=seed, eval_every_epoch=False)
             emit(CompareEvent(name, seed, i, len(plan), "start"))
             method = create_method(name, **options.get(name, {}))
 

@@ -71,7 +71,6 @@ class LoraLoss(Method):
         alpha = config.alpha or 1.0
         return replace(
             config,
-            method=self.name or config.method,
             alpha=alpha if self.tpkl else 0.0,
             lam=(config.lam or 1.0) if self.hisce else 0.0,
             flat=self.flat,

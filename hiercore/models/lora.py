@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 
+from hiercore.config import TARGETS, TOWERS
 from hiercore.errors import HierTuneError
 
-TOWERS = ("vision", "text", "both", "none")
 _BLOCK = r"transformer\.resblocks\.\d+\."
 TOWER_TARGETS = {
     "vision": {
@@ -30,7 +30,6 @@ TOWER_TARGETS = {
     },
     "text": {"attn": rf"{_BLOCK}attn", "mlp": rf"{_BLOCK}mlp\.c_(fc|proj)"},
 }
-TARGETS = ("attn", "mlp", "conv")
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,12 @@ normalisation (`hierclip.HierClip`).
 from __future__ import annotations
 
 import string
+from typing import TYPE_CHECKING
 
 from hiercore.errors import HierTuneError
-from hiercore.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    from hiercore.taxonomy import Taxonomy
 
 FIELDS = {"name", "parent", "root", "path", "description"}
 MAX_TEMPLATES = 32
