@@ -544,8 +544,8 @@ def run_demo_study(
     summary.csv / summary.md with t-intervals and paired differences to level-ce.
     """
     from hiercore.baselines.compare import comparison_split, run_comparison
-    from hiercore.cli import load_data
     from hiercore.config import RunConfig
+    from hiercore.data import load_data
 
     config = config or RunConfig()
     taxonomy, samples = load_data(data)
@@ -566,51 +566,6 @@ def run_demo_study(
     return summary
 
 
-# ------------------------------------------------------------------------- command line
-def register_cli(sub) -> None:
-    """Add ``claim-study`` to the hiercore CLI."""
-    p = sub.add_parser(
-        "claim-study",
-        help="CE vs CE + TP-KL / HiSCE with controls, over seeds, with 95% intervals",
-        description=__doc__.splitlines()[0],
-    )
-    p.add_argument("--setting", choices=["synthetic", "demo"], default="synthetic")
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (at least 2)")
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="folder for the CSVs and tables")
-    demo = p.add_argument_group("demo setting (LoRA runs on real images)")
-    demo.add_argument("--data", default="assets/demo/manifest.csv")
-    for flag, kind in (("--model", str), ("--lora", str), ("--device", str)):
-        demo.add_argument(flag, type=kind, default=None)
-    for flag, kind in (("--epochs", int), ("--max-steps", int), ("--batch-size", int)):
-        demo.add_argument(flag, type=kind, default=None)
-    for flag in ("--alpha", "--lam", "--lr"):
-        demo.add_argument(flag, type=float, default=None)
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    from hiercore.errors import HierTuneError
-
-    if args.seeds < 2:
-        raise HierTuneError("A 95% interval needs at least 2 seeds; use --seeds 5.")
-    if args.setting == "synthetic":
-        summary = run_synthetic_study(
-            args.seeds, args.out, first_seed=args.first_seed, progress=print
-        )
-    else:
-        from hiercore.config import RunConfig
-
-        names = ("model", "lora", "device", "epochs", "max_steps", "batch_size", "alpha")
-        given = {k: getattr(args, k) for k in (*names, "lam", "lr") if getattr(args, k)}
-        config = RunConfig(seed=args.first_seed, **given)
-        summary = run_demo_study(args.data, args.seeds, args.out, config)
-    shown = ("condition", "scale", "method", "fpa_mean", "fpa_consistent_mean")
-    print(summary[[c for c in shown if c in summary]].to_string(index=False))
-    print(f"wrote {Path(args.out) / 'summary.md'}")
-    return 0
-
-
 __all__ = [
     "DEFAULT_CONDITIONS",
     "DEMO_METHODS",
@@ -620,7 +575,6 @@ __all__ = [
     "StudyConfig",
     "claim_rows",
     "gradient_evidence",
-    "register_cli",
     "risk_decode",
     "run_demo_study",
     "run_synthetic_study",

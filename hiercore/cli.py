@@ -1,6 +1,8 @@
-"""The command line: ``python -m hiercore {train,eval,predict,taxonomy,...}``.
+"""The command line: ``hiertune`` or ``python -m hiercore {train,eval,predict,taxonomy,...}``.
 
-Each subcommand is a thin wrapper over the library. A problem with the user's input
+Each subcommand is a thin wrapper over the library, imported when the command runs (so
+``--help`` never loads torch). The run settings' flags are made from `RunConfig`'s fields
+(`add_config_flags`): their help and defaults live there only. A problem with the user's input
 (a `HierTuneError`) prints one line ``error: ...`` and exits with status 2; anything else
 is a bug and keeps its traceback.
 """
@@ -11,13 +13,20 @@ import argparse
 import json
 import logging
 import sys
+import typing
+from collections.abc import Iterable
+from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hiercore.errors import DataError, HierTuneError
 
+if TYPE_CHECKING:
+    from hiercore.config import RunConfig
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+
+def main(argv: list[str] | None = None, prog: str = "python -m hiercore") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -30,40 +39,38 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hiercore", description=__doc__.splitlines()[0])
+def build_parser(prog: str = "python -m hiercore") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description="HierTune: hierarchy-aware fine-tuning of CLIP on a class taxonomy."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="fine-tune a CLIP model on a labelled image set")
     add_data_args(t)
-    add_run_args(t)
     t.add_argument("--out", required=True, help="run folder to write")
     t.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a saved run or a zero-shot model")
-    e.add_argument("run", nargs="?", help="run folder (omit for zero-shot with --model)")
+    e.add_argument("run", nargs="?", help="run folder (omit for zero-shot)")
     add_data_args(e, required=False)
-    e.add_argument("--model", default=None, help="zero-shot model (default: the run's)")
-    e.add_argument("--pretrained", default=None)
-    e.add_argument("--template", action="append", dest="templates", default=None)
     e.add_argument(
         "--split",
         choices=["val", "all"],
         default="val",
         help="score the validation split (default) or every labelled image",
     )
-    e.add_argument("--val-fraction", type=float, default=0.2)
-    e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default=None, help="write metrics JSON here")
+    add_config_flags(e, ZERO_SHOT, "zero-shot settings (a run uses its own)")
     e.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", help="predict taxonomy paths for images")
     pr.add_argument("images", nargs="+")
     pr.add_argument("--run", help="run folder")
-    pr.add_argument("--model", default="default", help="zero-shot model when no --run")
     pr.add_argument("--taxonomy", help="taxonomy file for zero-shot prediction")
-    pr.add_argument("--k", type=int, default=3)
+    pr.add_argument("--k", type=int, default=3, help="number of paths per image")
+    add_config_flags(pr, ("model",), "zero-shot settings (without --run)")
     pr.set_defaults(func=cmd_predict)
 
     tx = sub.add_parser("taxonomy", help="check or convert taxonomy files")
@@ -77,32 +84,309 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--to", default=None, help="format (default: from the extension)")
     cv.set_defaults(func=cmd_taxonomy_convert)
 
-    for register in _extra_commands():
-        register(sub)
-    _add_corpus_flags(sub.choices["pretrain-default"])
-    return p
+    cmp = sub.add_parser(
+        "compare",
+        help="train and score baselines and the hierarchical losses on one split",
+        description="Every method on the same split, the same budget, several seeds "
+        "(hiercore.baselines.compare).",
+    )
+    add_data_args(cmp, required=False)
+    cmp.add_argument("--methods", default="all", help="'all' or a comma-separated list")
+    cmp.add_argument("--list", action="store_true", help="print the method names and exit")
+    cmp.add_argument("--seeds", type=int, default=1, help="number of seeds: seed, seed + 1, ...")
+    cmp.add_argument("--out", help="folder for comparison.csv / comparison.md (required)")
+    add_config_flags(
+        cmp,
+        [n for n in config_names() if n not in SET_BY_COMPARE_ROWS],
+        "run settings shared by every row (alpha and lam fall back to 1 where a row needs them)",
+    )
+    cmp.set_defaults(func=cmd_compare)
 
+    cs = sub.add_parser(
+        "claim-study",
+        help="CE vs CE + TP-KL / HiSCE with controls, over seeds, with 95%% intervals",
+        description="The paper's claim, tested with controls (hiercore.claim_study).",
+    )
+    cs.add_argument("--setting", choices=["synthetic", "demo"], default="synthetic")
+    cs.add_argument("--seeds", type=int, default=5, help="number of seeds (at least 2)")
+    cs.add_argument("--first-seed", type=int, default=0)
+    cs.add_argument("--out", required=True, help="folder for the CSVs and tables")
+    cs.add_argument("--data", default="assets/demo/manifest.csv", help="the demo setting's data")
+    add_config_flags(cs, CLAIM_DEMO, "demo setting (LoRA runs on real images)")
+    cs.set_defaults(func=cmd_claim_study)
 
-def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
-    """``pretrain-default --build-corpus DIR``: build the pretraining corpus instead of training."""
-    p.add_argument(
+    pt = sub.add_parser("pretrain-default", help="pretrain the embedded small CLIP")
+    pt.add_argument("--out", default=None, help="output folder (default: assets/model)")
+    pt.add_argument("--demo", default=None, help="the demo set (default: assets/demo)")
+    pt.add_argument("--corpus", default=None, help="a corpus folder (corpus.csv) to train on")
+    pt.add_argument("--arch", help="an architecture in hiercore/models/configs")
+    pt.add_argument("--steps", type=int, help="optimiser steps")
+    pt.add_argument("--batch-size", type=int)
+    pt.add_argument("--icon-fraction", type=float, help="share of icons in a batch")
+    pt.add_argument("--lr", type=float)
+    pt.add_argument("--seed", type=int)
+    pt.add_argument("--device")
+    pt.add_argument("--init", default=None, help="continue from an earlier output folder")
+    pt.add_argument("--state", default=None, help="where a chunked run keeps its state")
+    pt.add_argument("--minutes", type=float, default=None, help="stop and save after this long")
+    pt.add_argument("--resume", action="store_true", help="go on from the saved state")
+    pt.add_argument(
         "--build-corpus",
         metavar="DIR",
         default=None,
         help="render the open emoji and icon corpus from npm into DIR, then exit",
     )
-    p.add_argument(
+    pt.add_argument(
         "--packages-dir",
         metavar="DIR",
         default=None,
         help="with --build-corpus: the npm tarballs are here (default: npm pack them)",
     )
-    pretrain = p.get_default("func")
+    pt.set_defaults(func=cmd_pretrain)
+    return p
 
-    def run(args: argparse.Namespace) -> int:
-        return cmd_build_corpus(args) if args.build_corpus else pretrain(args)
 
-    p.set_defaults(func=run)
+ZERO_SHOT = ("model", "pretrained", "templates", "seed", "val_fraction")
+"""The settings a zero-shot evaluation reads."""
+SET_BY_COMPARE_ROWS = {"flat", "ce_weight", "balance", "tpkl_size_correction", "eval_every_epoch"}
+"""Settings each comparison row sets itself (hiercore.baselines.lora_losses, compare)."""
+CLAIM_DEMO = ("model", "lora", "device", "epochs", "max_steps", "batch_size", "alpha", "lam", "lr")
+"""The settings the claim study's demo setting takes (its seeds come from --first-seed)."""
+
+
+def config_names() -> list[str]:
+    from hiercore.config import RunConfig
+
+    return [f.name for f in fields(RunConfig)]
+
+
+def add_config_flags(
+    p: argparse.ArgumentParser,
+    names: Iterable[str] | None = None,
+    title: str = "run settings (RunConfig)",
+) -> None:
+    """One flag per `RunConfig` setting (all, or `names`), its help, choices and default
+    read from the field. A flag not given is absent from the parsed namespace, so the
+    setting keeps the RunConfig default (`config_settings`)."""
+    from hiercore.config import RunConfig
+
+    wanted = set(config_names() if names is None else names)
+    kinds = typing.get_type_hints(RunConfig)
+    group = p.add_argument_group(title)
+    for f in fields(RunConfig):
+        if f.name not in wanted:
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()
+        kind = kinds[f.name]
+        choices = f.metadata.get("choices")
+        flag = "--" + f.name.replace("_", "-")
+        text = f.metadata["help"].replace("%", "%%")
+        common = {"dest": f.name, "default": argparse.SUPPRESS}
+        if kind is bool:
+            shown = "on" if default else "off"
+            group.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                help=f"{text} (default: {shown})",
+                **common,
+            )
+        elif f.name == "templates":
+            group.add_argument(
+                "--template",
+                action="append",
+                metavar="TEMPLATE",
+                help=f"{text} Repeat for several.",
+                **common,
+            )
+        elif typing.get_origin(kind) is list:
+            group.add_argument(
+                flag,
+                type=_comma_list,
+                metavar=",".join(choices or ("A", "B")),
+                help=f"{text} Comma-separated. (default: {','.join(default)})",
+                **common,
+            )
+        else:
+            base = [k for k in typing.get_args(kind) if k is not type(None)] or [kind]
+            group.add_argument(
+                flag,
+                type=base[0],
+                choices=choices,
+                help=f"{text} (default: {'none' if default is None else default})",
+                **common,
+            )
+
+
+def _comma_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def config_settings(args: argparse.Namespace) -> dict:
+    """The `RunConfig` settings given on the command line (see `add_config_flags`)."""
+    return {n: getattr(args, n) for n in config_names() if hasattr(args, n)}
+
+
+def config_from_args(args: argparse.Namespace, **fixed) -> RunConfig:
+    from hiercore.config import RunConfig
+
+    return RunConfig(**{**config_settings(args), **fixed})
+
+
+def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument(
+        "--data",
+        required=required,
+        help="nested class-folder tree or CSV manifest (path, one column per level)",
+    )
+    p.add_argument(
+        "--taxonomy", default=None, help="taxonomy file; default: the tree implied by the data"
+    )
+
+
+def split(taxonomy, samples, val_fraction: float, seed: int):
+    from hiercore.data import split_samples
+    from hiercore.taxonomy import LevelIndex
+
+    return split_samples(samples, LevelIndex.build(taxonomy), val_fraction, seed)
+
+
+def cmd_train(args) -> int:
+    from hiercore.data import load_data
+    from hiercore.training import train
+
+    config = config_from_args(args)
+    taxonomy, samples = load_data(args.data, args.taxonomy)
+    train_s, val_s = split(taxonomy, samples, config.val_fraction, config.seed)
+    bar = _ProgressBar()
+    result = train(config, taxonomy, train_s, val_s, args.out, progress=bar, resume=args.resume)
+    bar.close()
+    m = result.metrics
+    print(json.dumps(_headline(m), indent=2))
+    print(f"wrote {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from hiercore.config import RunConfig
+    from hiercore.data import load_data
+    from hiercore.evaluation import collect, score
+    from hiercore.models import HierClip, apply_lora, load_clip
+    from hiercore.taxonomy import Taxonomy
+    from hiercore.training import load_adapter
+
+    if args.run:
+        run = Path(args.run)
+        config = RunConfig.load(run / "config.json")
+        taxonomy = Taxonomy.from_dict(json.loads((run / "taxonomy.json").read_text()))
+        if not args.data:
+            print(json.dumps(json.loads((run / "metrics.json").read_text()), indent=2))
+            return 0
+        bundle = load_clip(config.model, config.pretrained)
+        apply_lora(bundle.model, config.lora_spec)
+        load_adapter(bundle.model, run / "adapter.safetensors")
+        _, samples = load_data(args.data, str(run / "taxonomy.json"))
+    else:
+        if not args.data:
+            raise HierTuneError("Zero-shot evaluation needs --data (and --model, or the default).")
+        config = config_from_args(args)
+        taxonomy, samples = load_data(args.data, args.taxonomy)
+        bundle = load_clip(config.model, config.pretrained)
+    if args.split == "val":
+        _, samples = split(taxonomy, samples, config.val_fraction, config.seed)
+    model = HierClip(bundle, taxonomy, config.templates)
+    metrics = score(collect(model, samples), model.parents())
+    text = json.dumps(metrics, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from hiercore.predict import Predictor
+    from hiercore.taxonomy.formats import load_taxonomy
+
+    if args.run:
+        predictor = Predictor.from_run(args.run)
+    else:
+        if not args.taxonomy:
+            raise HierTuneError("Zero-shot prediction needs --taxonomy (or give --run).")
+        model = config_from_args(args).model
+        predictor = Predictor.zero_shot(load_taxonomy(args.taxonomy), model)
+    for path, pred in zip(args.images, predictor.predict_files(args.images, k=args.k), strict=True):
+        print(json.dumps({"image": path, **pred.to_dict()}))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from hiercore.baselines.compare import comparison_split, run_comparison
+    from hiercore.baselines.registry import list_methods
+    from hiercore.data import load_data
+
+    if args.list:
+        print("\n".join(list_methods()))
+        return 0
+    if not args.data or not args.out:
+        raise HierTuneError("compare needs --data and --out (or --list to see the methods).")
+    config = config_from_args(args)
+    taxonomy, samples = load_data(args.data, args.taxonomy)
+    train_s, eval_s, how = comparison_split(taxonomy, samples, config.val_fraction, config.seed)
+    bars = _CompareBars()
+    try:
+        table = run_comparison(
+            taxonomy,
+            train_s,
+            eval_s,
+            config,
+            args.methods,
+            args.seeds,
+            args.out,
+            progress=bars,
+            header={"data": args.data, "split": how},
+        )
+    finally:
+        bars.close()
+    shown = ["method", "fpa_mean", "fpa_consistent_mean", "tice_mean", "trainable_pct"]
+    print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    out = Path(args.out)
+    print(f"wrote {out / 'comparison.csv'} and {out / 'comparison.md'}")
+    return 0
+
+
+def cmd_claim_study(args) -> int:
+    from hiercore.claim_study import run_demo_study, run_synthetic_study
+
+    if args.seeds < 2:
+        raise HierTuneError("A 95% interval needs at least 2 seeds; use --seeds 5.")
+    if args.setting == "synthetic":
+        summary = run_synthetic_study(
+            args.seeds, args.out, first_seed=args.first_seed, progress=print
+        )
+    else:
+        config = config_from_args(args, seed=args.first_seed)
+        summary = run_demo_study(args.data, args.seeds, args.out, config)
+    shown = ("condition", "scale", "method", "fpa_mean", "fpa_consistent_mean")
+    print(summary[[c for c in shown if c in summary]].to_string(index=False))
+    print(f"wrote {Path(args.out) / 'summary.md'}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    if args.build_corpus:
+        return cmd_build_corpus(args)
+    from hiercore.pretrain import DEMO_DIR, pretrain
+
+    paths = {"demo_dir": args.demo, "init": args.init, "corpus": args.corpus}
+    paths["state_dir"] = args.state
+    given = {k: Path(v) for k, v in paths.items() if v is not None}
+    # unset flags keep pretrain()'s own defaults
+    for name in ("steps", "batch_size", "lr", "seed", "device", "arch", "icon_fraction"):
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    out = Path(args.out) if args.out else DEMO_DIR.parent / "model"
+    info = pretrain(out, minutes=args.minutes, resume=args.resume, **given)
+    print(json.dumps({k: v for k, v in info.items() if k != "phases"}, indent=2))
+    return 0
 
 
 def cmd_build_corpus(args) -> int:
@@ -122,194 +406,6 @@ def cmd_build_corpus(args) -> int:
         items = build_corpus(Path(args.build_corpus), tarballs, DEMO_DIR / "manifest.csv")
     counts = ", ".join(f"{style} {n}" for style, n in rows_per_style(items).items())
     print(f"wrote {len(items)} rows to {Path(args.build_corpus) / 'corpus.csv'}: {counts}")
-    return 0
-
-
-def _extra_commands():
-    """Subcommands that live beside their subject (baselines, the embedded model)."""
-    from hiercore.claim_study import register_cli as register_claim_study
-    from hiercore.pretrain import register_cli as register_pretrain
-
-    out = [register_pretrain, register_claim_study]
-    try:
-        from hiercore.baselines.compare import register_cli
-    except ModuleNotFoundError as exc:  # only while the baselines package is absent
-        if exc.name != "hiercore.baselines.compare":
-            raise
-    else:
-        out.append(register_cli)
-    return out
-
-
-def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument(
-        "--data",
-        required=required,
-        help="nested class-folder tree or CSV manifest (path, one column per level)",
-    )
-    p.add_argument(
-        "--taxonomy", default=None, help="taxonomy file; default: the tree implied by the data"
-    )
-
-
-def add_run_args(p: argparse.ArgumentParser) -> None:
-    from hiercore.config import RunConfig
-
-    d = RunConfig(model="default")
-    p.add_argument("--model", default=d.model)
-    p.add_argument("--pretrained", default=None)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--alpha", type=float, default=d.alpha, help="TP-KL weight")
-    p.add_argument("--lam", type=float, default=d.lam, help="HiSCE weight")
-    p.add_argument("--eps", type=float, default=d.eps, help="HiSCE sibling smoothing")
-    p.add_argument("--flat", action="store_true", help="leaf-level CE only (baseline)")
-    p.add_argument("--lora", default=d.lora, choices=["vision", "text", "both", "none"])
-    p.add_argument("--rank", type=int, default=d.rank)
-    p.add_argument("--lora-targets", default=",".join(d.lora_targets))
-    p.add_argument("--template", action="append", dest="templates", default=None)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--device", default=d.device)
-
-
-def config_from_args(args) -> RunConfig:  # noqa: F821 - imported lazily for start-up speed
-    from hiercore.config import RunConfig
-
-    return RunConfig(
-        model=args.model,
-        pretrained=args.pretrained,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        lr=args.lr,
-        alpha=args.alpha,
-        lam=args.lam,
-        eps=args.eps,
-        flat=args.flat,
-        lora=args.lora,
-        rank=args.rank,
-        lora_targets=[t for t in args.lora_targets.split(",") if t],
-        templates=args.templates,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        max_steps=args.max_steps,
-        device=args.device,
-    )
-
-
-def load_data(data: str, taxonomy_file: str | None = None):
-    """(taxonomy, samples) from a folder tree or a CSV manifest."""
-    from hiercore.data import samples_from_folder_tree, samples_from_manifest
-    from hiercore.taxonomy.formats import load_taxonomy
-
-    path = Path(data)
-    if not path.exists():
-        raise DataError(f"Data path {data} does not exist.")
-    taxonomy = load_taxonomy(taxonomy_file) if taxonomy_file else None
-    if path.is_dir():
-        tree_tax, samples = samples_from_folder_tree(path)
-        if taxonomy is not None:
-            samples = _relabel(samples, tree_tax, taxonomy)
-        else:
-            taxonomy = tree_tax
-    elif path.suffix.lower() == ".csv":
-        taxonomy, samples = samples_from_manifest(path, taxonomy)
-    else:
-        raise DataError(f"{data} is neither a folder of class folders nor a .csv manifest.")
-    if not samples:
-        raise DataError(f"{data} holds no labelled images.")
-    return taxonomy, samples
-
-
-def _relabel(samples, source, target):
-    """Map labels of a folder-implied tree onto a given taxonomy by name path."""
-    from dataclasses import replace
-
-    out = []
-    for s in samples:
-        names = source.path_names(s.node_id) if s.node_id else []
-        node = target.find_by_path(names) if names else None
-        if names and node is None:
-            raise DataError(f"{s.path}: folder path {' / '.join(names)} is not in the taxonomy.")
-        out.append(replace(s, node_id=node))
-    return out
-
-
-def split(taxonomy, samples, val_fraction: float, seed: int):
-    from hiercore.data import split_samples
-    from hiercore.taxonomy import LevelIndex
-
-    return split_samples(samples, LevelIndex.build(taxonomy), val_fraction, seed)
-
-
-def cmd_train(args) -> int:
-    from hiercore.training import train
-
-    config = config_from_args(args)
-    taxonomy, samples = load_data(args.data, args.taxonomy)
-    train_s, val_s = split(taxonomy, samples, config.val_fraction, config.seed)
-    bar = _ProgressBar()
-    result = train(config, taxonomy, train_s, val_s, args.out, progress=bar, resume=args.resume)
-    bar.close()
-    m = result.metrics
-    print(json.dumps(_headline(m), indent=2))
-    print(f"wrote {Path(args.out) / 'metrics.json'}")
-    return 0
-
-
-def cmd_eval(args) -> int:
-    from hiercore.config import RunConfig
-    from hiercore.evaluation import collect, score
-    from hiercore.models import HierClip, apply_lora, load_clip
-    from hiercore.taxonomy import Taxonomy
-    from hiercore.training import load_adapter
-
-    if args.run:
-        run = Path(args.run)
-        config = RunConfig.load(run / "config.json")
-        taxonomy = Taxonomy.from_dict(json.loads((run / "taxonomy.json").read_text()))
-        bundle = load_clip(config.model, config.pretrained)
-        apply_lora(bundle.model, config.lora_spec)
-        load_adapter(bundle.model, run / "adapter.safetensors")
-        templates = config.templates
-        if not args.data:
-            print(json.dumps(json.loads((run / "metrics.json").read_text()), indent=2))
-            return 0
-        _, samples = load_data(args.data, str(run / "taxonomy.json"))
-        seed, frac = config.seed, config.val_fraction
-    else:
-        if not args.data or not args.model:
-            raise HierTuneError("Zero-shot evaluation needs --data and --model.")
-        taxonomy, samples = load_data(args.data, args.taxonomy)
-        bundle = load_clip(args.model, args.pretrained)
-        templates, seed, frac = args.templates, args.seed, args.val_fraction
-    if args.split == "val":
-        _, samples = split(taxonomy, samples, frac, seed)
-    model = HierClip(bundle, taxonomy, templates)
-    metrics = score(collect(model, samples), model.parents())
-    text = json.dumps(metrics, indent=2)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
-    return 0
-
-
-def cmd_predict(args) -> int:
-    from hiercore.predict import Predictor
-    from hiercore.taxonomy.formats import load_taxonomy
-
-    if args.run:
-        predictor = Predictor.from_run(args.run)
-    else:
-        if not args.taxonomy:
-            raise HierTuneError("Zero-shot prediction needs --taxonomy (or give --run).")
-        predictor = Predictor.zero_shot(load_taxonomy(args.taxonomy), args.model)
-    for path, pred in zip(args.images, predictor.predict_files(args.images, k=args.k), strict=True):
-        print(json.dumps({"image": path, **pred.to_dict()}))
     return 0
 
 
@@ -368,3 +464,50 @@ class _ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class _CompareBars:
+    """tqdm bars: one over (method, seed) runs, one over the current run's steps."""
+
+    def __init__(self) -> None:
+        self.runs = None
+        self.steps = None
+
+    def __call__(self, e) -> None:
+        from tqdm import tqdm
+
+        if self.runs is None:
+            self.runs = tqdm(total=e.runs, desc="runs", unit="run", position=0)
+        if e.phase == "start":
+            self.runs.set_postfix_str(f"{e.method} seed {e.seed}")
+            self._close_steps()
+        elif e.phase == "progress" and e.event is not None and e.event.phase == "train":
+            if self.steps is None:
+                self.steps = tqdm(
+                    total=e.event.steps_total, desc=e.method, unit="step", position=1, leave=False
+                )
+            self.steps.n = e.event.step
+            self.steps.set_postfix(loss=f"{e.event.losses.get('total', 0):.3f}")
+            self.steps.refresh()
+        elif e.phase == "done":
+            self._close_steps()
+            self.runs.update(1)
+            m = e.metrics or {}
+            self.runs.write(
+                f"{e.method} seed {e.seed}: FPA {_fmt(m.get('fpa'))} "
+                f"TICE {_fmt(m.get('tice'))} ({m.get('train_time_s', 0):.1f} s)"
+            )
+
+    def _close_steps(self) -> None:
+        if self.steps is not None:
+            self.steps.close()
+            self.steps = None
+
+    def close(self) -> None:
+        self._close_steps()
+        if self.runs is not None:
+            self.runs.close()
+
+
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.3f}"

@@ -21,7 +21,7 @@ import zipfile
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from hiercore.errors import DataError, HierTuneError
 from hiercore.images import MAX_PIXELS, size_problem
 from hiercore.taxonomy import LevelIndex, Taxonomy
-from hiercore.taxonomy.formats import walk_class_folders
+from hiercore.taxonomy.formats import load_taxonomy, walk_class_folders
 from hiercore.taxonomy.pathtree import PathTreeBuilder
 from hiercore.taxonomy.tree import ROOT
 
@@ -278,6 +278,42 @@ def split_samples(
 
 
 # ---------------------------------------------------------------------- images
+def load_data(
+    data: str | os.PathLike, taxonomy_file: str | os.PathLike | None = None
+) -> tuple[Taxonomy, list[Sample]]:
+    """(taxonomy, samples) of a folder tree or a CSV manifest; with `taxonomy_file`, the
+    folder tree's labels are mapped onto that taxonomy by name path."""
+    path = Path(data)
+    if not path.exists():
+        raise DataError(f"Data path {data} does not exist.")
+    taxonomy = load_taxonomy(taxonomy_file) if taxonomy_file else None
+    if path.is_dir():
+        tree_tax, samples = samples_from_folder_tree(path)
+        if taxonomy is not None:
+            samples = _relabel(samples, tree_tax, taxonomy)
+        else:
+            taxonomy = tree_tax
+    elif path.suffix.lower() == ".csv":
+        taxonomy, samples = samples_from_manifest(path, taxonomy)
+    else:
+        raise DataError(f"{data} is neither a folder of class folders nor a .csv manifest.")
+    if not samples:
+        raise DataError(f"{data} holds no labelled images.")
+    return taxonomy, samples
+
+
+def _relabel(samples: list[Sample], source: Taxonomy, target: Taxonomy) -> list[Sample]:
+    """Map labels of a folder-implied tree onto a given taxonomy by name path."""
+    out = []
+    for s in samples:
+        names = source.path_names(s.node_id) if s.node_id else []
+        node = target.find_by_path(names) if names else None
+        if names and node is None:
+            raise DataError(f"{s.path}: folder path {' / '.join(names)} is not in the taxonomy.")
+        out.append(replace(s, node_id=node))
+    return out
+
+
 def _open_rgb(path: str) -> Image.Image:
     with Image.open(path) as img:
         img = ImageOps.exif_transpose(img)

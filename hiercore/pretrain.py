@@ -25,7 +25,6 @@ schedule, so a long CPU pretraining survives the end of a session.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import hashlib
@@ -469,43 +468,3 @@ def _write(model, arch: str, out_dir: Path, info: dict) -> dict:
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     (out_dir / "SHA256SUMS").write_text(f"{digest}  open_clip_model.safetensors\n")
     return {**info, "sha256": digest}
-
-
-def register_cli(sub) -> None:
-    p = sub.add_parser("pretrain-default", help="pretrain the embedded small CLIP")
-    p.add_argument("--out", default=str(DEMO_DIR.parent / "model"))
-    p.add_argument("--demo", default=str(DEMO_DIR), help="the demo set (descriptions, or data)")
-    p.add_argument("--corpus", default=None, help="a corpus folder (corpus.csv) to train on")
-    p.add_argument("--arch", default=ARCH, help="an architecture in hiercore/models/configs")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--icon-fraction", type=float, default=0.25, help="share of icons a batch")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--init", default=None, help="continue from an earlier output folder")
-    p.add_argument("--state", default=None, help="where a chunked run keeps its state")
-    p.add_argument("--minutes", type=float, default=None, help="stop and save after this long")
-    p.add_argument("--resume", action="store_true", help="go on from the saved state")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args: argparse.Namespace) -> int:
-    info = pretrain(
-        Path(args.out),
-        Path(args.demo),
-        args.steps,
-        args.batch_size,
-        args.lr,
-        args.seed,
-        args.device,
-        init=Path(args.init) if args.init else None,
-        corpus=Path(args.corpus) if args.corpus else None,
-        arch=args.arch,
-        icon_fraction=args.icon_fraction,
-        state_dir=Path(args.state) if args.state else None,
-        minutes=args.minutes,
-        resume=args.resume,
-    )
-    print(json.dumps({k: v for k, v in info.items() if k != "phases"}, indent=2))
-    return 0

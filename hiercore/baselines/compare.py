@@ -20,7 +20,6 @@ after training, so per-epoch validation is switched off.
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import threading
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from hiercore.errors import DataError, HierTuneError
 
-if TYPE_CHECKING:  # the CLI imports this module to register `compare`: keep it light
+if TYPE_CHECKING:
     import pandas as pd
 
     from hiercore.config import RunConfig
@@ -268,7 +267,6 @@ def to_markdown(table: pd.DataFrame, acc_columns: list[str], info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------- command line
 def comparison_split(
     taxonomy: Taxonomy, samples: list, val_fraction: float, seed: int
 ) -> tuple[list, list, str]:
@@ -288,142 +286,4 @@ def comparison_split(
     return train, evals, f"stratified hold-out of {val_fraction:g} (seed {seed})"
 
 
-# flag -> RunConfig field; unset flags keep the RunConfig default (read when the command
-# runs, so that registering the command imports nothing heavy)
-RUN_FLAGS = {
-    "model": str,
-    "pretrained": str,
-    "seed": int,
-    "epochs": int,
-    "batch_size": int,
-    "lr": float,
-    "rank": int,
-    "lora": str,
-    "alpha": float,
-    "lam": float,
-    "eps": float,
-    "val_fraction": float,
-    "max_steps": int,
-    "device": str,
-}
-FLAG_HELP = {
-    "model": "CLIP model (default: the embedded one)",
-    "lora": "towers with LoRA adapters for the LoRA rows: vision, text or both",
-    "alpha": "TP-KL weight of the tpkl rows",
-    "lam": "HiSCE weight of the hisce rows",
-    "eps": "HiSCE sibling smoothing",
-    "seed": "first seed (seeds are seed, seed + 1, ...)",
-    "val_fraction": "share held out for evaluation when the data has no split column",
-    "max_steps": "cap on optimiser steps per run",
-}
-
-
-def register_cli(sub) -> None:
-    """Add the ``compare`` subcommand to the hiercore CLI."""
-    from hiercore.cli import add_data_args
-
-    p = sub.add_parser(
-        "compare",
-        help="train and score baselines and the hierarchical losses on one split",
-        description=__doc__.splitlines()[0],
-    )
-    add_data_args(p, required=False)
-    p.add_argument("--methods", default="all", help="'all' or a comma-separated list (see --list)")
-    p.add_argument("--list", action="store_true", help="print the method names and exit")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds")
-    p.add_argument("--out", help="folder for comparison.csv / comparison.md (required)")
-    for name, kind in RUN_FLAGS.items():
-        flag = "--" + name.replace("_", "-")
-        help_text = FLAG_HELP.get(name, "as in `train`") + " (default: the run config's)"
-        if name == "lora":
-            p.add_argument(flag, choices=["vision", "text", "both"], help=help_text)
-        else:
-            p.add_argument(flag, type=kind, default=None, help=help_text)
-    p.add_argument("--template", action="append", dest="templates", default=None)
-    p.set_defaults(func=cmd_compare)
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from hiercore.baselines.registry import list_methods
-    from hiercore.cli import load_data
-    from hiercore.config import RunConfig
-
-    if args.list:
-        print("\n".join(list_methods()))
-        return 0
-    if not args.data or not args.out:
-        raise HierTuneError("compare needs --data and --out (or --list to see the methods).")
-    given = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
-    config = RunConfig(**given, templates=args.templates)
-    taxonomy, samples = load_data(args.data, args.taxonomy)
-    train_s, eval_s, how = comparison_split(taxonomy, samples, config.val_fraction, config.seed)
-    bars = _Bars()
-    try:
-        table = run_comparison(
-            taxonomy,
-            train_s,
-            eval_s,
-            config,
-            args.methods,
-            args.seeds,
-            args.out,
-            progress=bars,
-            header={"data": args.data, "split": how},
-        )
-    finally:
-        bars.close()
-    shown = ["method", "fpa_mean", "fpa_consistent_mean", "tice_mean", "trainable_pct"]
-    print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    out = Path(args.out)
-    print(f"wrote {out / 'comparison.csv'} and {out / 'comparison.md'}")
-    return 0
-
-
-class _Bars:
-    """tqdm bars: one over (method, seed) runs, one over the current run's steps."""
-
-    def __init__(self) -> None:
-        self.runs = None
-        self.steps = None
-
-    def __call__(self, e: CompareEvent) -> None:
-        from tqdm import tqdm
-
-        if self.runs is None:
-            self.runs = tqdm(total=e.runs, desc="runs", unit="run", position=0)
-        if e.phase == "start":
-            self.runs.set_postfix_str(f"{e.method} seed {e.seed}")
-            self._close_steps()
-        elif e.phase == "progress" and e.event is not None and e.event.phase == "train":
-            if self.steps is None:
-                self.steps = tqdm(
-                    total=e.event.steps_total, desc=e.method, unit="step", position=1, leave=False
-                )
-            self.steps.n = e.event.step
-            self.steps.set_postfix(loss=f"{e.event.losses.get('total', 0):.3f}")
-            self.steps.refresh()
-        elif e.phase == "done":
-            self._close_steps()
-            self.runs.update(1)
-            m = e.metrics or {}
-            self.runs.write(
-                f"{e.method} seed {e.seed}: FPA {_fmt(m.get('fpa'))} "
-                f"TICE {_fmt(m.get('tice'))} ({m.get('train_time_s', 0):.1f} s)"
-            )
-
-    def _close_steps(self) -> None:
-        if self.steps is not None:
-            self.steps.close()
-            self.steps = None
-
-    def close(self) -> None:
-        self._close_steps()
-        if self.runs is not None:
-            self.runs.close()
-
-
-def _fmt(v) -> str:
-    return "–" if v is None else f"{v:.3f}"
-
-
-__all__ = ["CompareEvent", "comparison_split", "register_cli", "run_comparison"]
+__all__ = ["CompareEvent", "comparison_split", "run_comparison"]
