@@ -111,3 +111,73 @@ def test_help_imports_neither_torch_nor_open_clip():
         assert done.returncode == 0, done.stderr[-2000:]
         imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()}
         assert not imported & {"torch", "open_clip", "gradio", "pandas"}, command
+
+
+# ---------------------------------------------------------------- the studio's Train form
+
+
+@pytest.fixture(scope="module")
+def studio_app(tmp_path_factory):
+    """A built (not launched) studio whose queue records runs without training them."""
+    from webapp.app import build_app
+    from webapp.state import Studio
+
+    studio = Studio(tmp_path_factory.mktemp("studio"))
+    studio.queue.train_fn = lambda *args: {}
+    app = build_app(studio)
+    yield studio, app
+    studio.close()
+
+
+def test_every_setting_has_a_form_control_or_is_hidden_on_purpose():
+    from webapp.tabs.train import FORM_FIELDS, HIDDEN_IN_FORM
+
+    assert len(set(FORM_FIELDS)) == len(FORM_FIELDS)
+    assert not set(FORM_FIELDS) & set(HIDDEN_IN_FORM)
+    assert set(FORM_FIELDS) | set(HIDDEN_IN_FORM) == set(NAMES)
+    assert all(why.strip() for why in HIDDEN_IN_FORM.values())
+
+
+def test_the_form_controls_show_the_fields_defaults_and_help(studio_app):
+    from hiercore.config import field_help
+    from webapp.tabs.train import FORM_FIELDS, default_form_config, form_values
+
+    _, app = studio_app
+    start = next(f for f in app.fns.values() if f.api_name == "start")
+    controls = start.inputs[2:]  # after the project and the run name
+    assert len(controls) == len(FORM_FIELDS)
+    defaults = form_values(default_form_config())
+    for name, control in zip(FORM_FIELDS, controls, strict=True):
+        assert field_help(name) in control.info, name
+        if name not in ("model", "max_steps"):  # the studio's model; a demo's step cap
+            assert control.value == defaults[name], name
+
+
+def test_a_studio_run_without_hierarchy_losses_is_recorded_as_ce(studio_app, tmp_path):
+    from PIL import Image
+
+    from webapp.tabs.train import FORM_FIELDS, default_form_config, form_values
+
+    studio, app = studio_app
+    start = next(f for f in app.fns.values() if f.api_name == "start").fn
+    ws = studio.workspace
+    pid = ws.create_project("ce")
+    node = ws.add_node(pid, "cat")
+    ws.add_node(pid, "dog")
+    images = []
+    for i in range(2):
+        Image.new("RGB", (32, 32), (i * 90, 20, 20)).save(tmp_path / f"{i}.png")
+        images.append((f"{i}.png", tmp_path / f"{i}.png"))
+    ws.add_images(pid, images, node_id=node)
+    recorded = {}
+    for alpha, lam, flat in ((0.0, 0.0, False), (1.0, 1.0, False), (0.0, 0.0, True)):
+        values = {**form_values(default_form_config()), "alpha": alpha, "lam": lam, "flat": flat}
+        status, *_ = start(pid, "", *[values[n] for n in FORM_FIELDS])
+        assert status.startswith("✅"), status
+        run = ws.list_runs(pid)["id"].max()
+        recorded[alpha, lam, flat] = ws.get_run(int(run))["config"]["method"]
+    assert recorded == {
+        (0.0, 0.0, False): "level-ce",
+        (1.0, 1.0, False): "tpkl-hisce",
+        (0.0, 0.0, True): "flat-ce",
+    }

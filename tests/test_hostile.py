@@ -348,11 +348,11 @@ def test_bad_templates_are_refused_by_the_config_and_the_form(case):
     from webapp.tabs.train import build_config
 
     template, words = BAD_TEMPLATES[case]
-    form = ["default", "", "both", 8, 16, 1, 1, 0.1, 1, 8, 1e-4, 0.2, None, 0]
+    form = {"model": "default", "epochs": 1, "batch_size": 8, "lr": 1e-4}
     for make in (
         lambda: RunConfig(templates=["a photo of a {name}.", template]),
         lambda: RunConfig.from_dict({"templates": [template]}),
-        lambda: build_config(*form, "a photo of a {name}.\n" + template),
+        lambda: build_config({**form, "templates": "a photo of a {name}.\n" + template}),
     ):
         with pytest.raises(HierTuneError) as exc:
             make()
@@ -754,6 +754,15 @@ FORM_DEFAULTS = dict(
     seed=0, templates="",
 )  # fmt: skip
 
+
+def form_inputs(changes: dict | None = None) -> list:
+    """What the Train form's Start sends: the form's defaults, FORM_DEFAULTS, `changes`."""
+    from webapp.tabs.train import FORM_FIELDS, default_form_config, form_values
+
+    values = {**form_values(default_form_config()), **FORM_DEFAULTS, **(changes or {})}
+    return [values[name] for name in FORM_FIELDS]
+
+
 BAD_FORMS = {
     "infinite alpha": ({"alpha": float("inf")}, "alpha must be a finite number"),
     "infinite max steps": ({"max_steps": float("inf")}, "max_steps must be a finite number"),
@@ -771,8 +780,7 @@ def test_the_train_form_shows_one_sentence_and_queues_nothing(studio_app, tmp_pa
     studio, fns = studio_app
     changes, words = BAD_FORMS[case]
     pid = trainable_project(studio, tmp_path)
-    values = {**FORM_DEFAULTS, **changes}
-    status, *_ = fns["start"](pid, "", *values.values())
+    status, *_ = fns["start"](pid, "", *form_inputs(changes))
     assert status.startswith("⚠️")
     assert_one_sentence(status.replace("\\", ""), words)
     assert studio.workspace.list_runs(pid).empty
@@ -781,7 +789,7 @@ def test_the_train_form_shows_one_sentence_and_queues_nothing(studio_app, tmp_pa
 def test_a_good_config_still_queues_from_the_form_and_the_api(studio_app, tmp_path):
     studio, fns = studio_app
     pid = trainable_project(studio, tmp_path)
-    status, *_ = fns["start"](pid, "", *FORM_DEFAULTS.values())
+    status, *_ = fns["start"](pid, "", *form_inputs())
     assert status.startswith("✅"), status
     out = fns["start_training"](str(pid), {"epochs": 2.0, "max_steps": 3, "device": "cpu"})
     assert out["run_id"] > 0

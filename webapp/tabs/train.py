@@ -1,6 +1,8 @@
 """Train tab: the run form, Start/Stop/Resume, and live progress read from the database by a timer.
 
-The form is a view of `hiercore.config.RunConfig`. Start submits to the studio's
+The form is a view of `hiercore.config.RunConfig`: one control per setting of
+`FORM_FIELDS` (the rest are listed, with the reason, in `HIDDEN_IN_FORM`), its default,
+help and choices read from the field. Start submits to the studio's
 `TrainingQueue` (one run at a time, later ones wait); every open page polls the run's
 row with a `gr.Timer`, so a run started in one tab is followed and stoppable from any
 other, and survives a reload.
@@ -16,7 +18,7 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from hiercore.config import RunConfig
+from hiercore.config import TARGETS, TOWERS, RunConfig, field_help
 from hiercore.errors import HierTuneError
 from hiercore.figures import training_curves_figure
 from hiercore.models.prompts import check_templates
@@ -48,48 +50,94 @@ def default_form_config() -> dict:
     return RunConfig(lora="both" if torch.cuda.is_available() else "vision").to_dict()
 
 
-def build_config(
-    model: str,
-    pretrained: str,
-    lora: str,
-    rank: float,
-    lora_alpha: float,
-    alpha: float,
-    lam: float,
-    eps: float,
-    epochs: float,
-    batch_size: float,
-    lr: float,
-    val_fraction: float,
-    max_steps: float | None,
-    seed: float,
-    templates: str,
-) -> RunConfig:
-    """The run config of the form's values; one sentence naming a bad field."""
-    lines = [t.strip() for t in (templates or "").splitlines() if t.strip()]
-    numbers = {"rank": rank, "epochs": epochs, "batch size": batch_size, "learning rate": lr}
-    for label, value in numbers.items():
+FORM_FIELDS = (
+    "model",
+    "pretrained",
+    "lora",
+    "rank",
+    "lora_alpha",
+    "alpha",
+    "lam",
+    "eps",
+    "templates",
+    "epochs",
+    "batch_size",
+    "lr",
+    "val_fraction",
+    "max_steps",
+    "seed",
+    "flat",
+    "tpkl_temperature",
+    "tpkl_size_correction",
+    "lora_targets",
+    "lora_dropout",
+    "grad_accum",
+    "weight_decay",
+    "warmup_ratio",
+)
+"""The `RunConfig` settings the Train form has a control for, in the order `start` reads them."""
+
+HIDDEN_IN_FORM = {
+    "ce_weight": "a control of the claim study; the comparison's ce-scaled row trains it",
+    "balance": "a control of the claim study; the comparison's ce-balance row trains it",
+    "device": "the studio trains where it runs: on its GPU when it has one",
+    "eval_every_epoch": "the live validation curve is the form's progress display",
+}
+"""Settings deliberately left out of the form (they keep their RunConfig default), and why."""
+
+LABELS = {
+    "model": "Model",
+    "pretrained": "Pretrained tag or checkpoint file",
+    "lora": "Adapt tower(s)",
+    "rank": "Rank",
+    "lora_alpha": "LoRA alpha",
+    "alpha": "α: Tree-Path KL weight",
+    "lam": "λ: HiSCE weight",
+    "eps": "ε: HiSCE sibling smoothing",
+    "templates": "Prompt templates (one per line; empty = the model's own)",
+    "epochs": "Epochs",
+    "batch_size": "Batch size",
+    "lr": "Learning rate",
+    "val_fraction": "Validation share",
+    "max_steps": "Max steps (0 or empty: all)",
+    "seed": "Seed",
+    "flat": "Flat: leaf level only (the flat CE baseline)",
+    "tpkl_temperature": "TP-KL temperature",
+    "tpkl_size_correction": "TP-KL level-size correction",
+    "lora_targets": "LoRA targets",
+    "lora_dropout": "LoRA dropout",
+    "grad_accum": "Gradient accumulation",
+    "weight_decay": "Weight decay",
+    "warmup_ratio": "Warm-up share",
+}
+
+
+def form_values(config: dict) -> dict:
+    """The form's control values for a run config dict (text boxes hold text, not None)."""
+    values = {name: config[name] for name in FORM_FIELDS}
+    values["pretrained"] = config["pretrained"] or ""
+    values["templates"] = "\n".join(config["templates"] or [])
+    return values
+
+
+def build_config(values: dict) -> RunConfig:
+    """The run config of the form's values (by field name); one sentence naming a bad field."""
+    settings = dict(values)
+    for name, value in settings.items():
+        if name in ("max_steps", "seed") or isinstance(value, bool | str | list):
+            continue
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            raise HierTuneError(f"Give a value for {label}.")
+            raise HierTuneError(f"Give a value for {LABELS[name].lower()}.")
+    lines = [t.strip() for t in (settings.get("templates") or "").splitlines() if t.strip()]
+    settings["templates"] = check_templates(lines) if lines else None
+    settings["model"] = (settings.get("model") or "default").strip()
+    settings["pretrained"] = (settings.get("pretrained") or "").strip() or None
+    max_steps = settings.get("max_steps")
+    settings["max_steps"] = None if max_steps is None or max_steps == 0 else max_steps
+    settings["seed"] = 0 if settings.get("seed") is None else settings["seed"]
     # numbers go to RunConfig as given: it refuses NaN, infinities, fractions of whole
     # numbers and out-of-range values in one sentence (int(inf) here would raise instead)
-    return RunConfig(
-        model=(model or "default").strip(),
-        pretrained=(pretrained or "").strip() or None,
-        lora=lora,
-        rank=rank,
-        lora_alpha=lora_alpha,
-        alpha=alpha,
-        lam=lam,
-        eps=eps,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        val_fraction=val_fraction,
-        max_steps=None if max_steps is None or max_steps == 0 else max_steps,
-        seed=0 if seed is None else seed,
-        templates=check_templates(lines) if lines else None,
-    )
+    return RunConfig(**settings)
 
 
 def start_run(studio: Studio, pid: int, config: RunConfig, name: str = "") -> int:
@@ -223,61 +271,90 @@ def _duration(seconds: float) -> str:
 
 
 def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
-    d = default_form_config()
+    d = form_values(default_form_config())
+    if demo_max_steps() is not None:
+        d["max_steps"] = demo_max_steps()
+    c: dict[str, gr.components.Component] = {}
+
+    def number(name: str, **kw) -> None:
+        c[name] = gr.Number(d[name], label=LABELS[name], info=field_help(name), **kw)
+
+    def slider(name: str, low: float, high: float, step: float) -> None:
+        c[name] = gr.Slider(
+            low, high, value=d[name], step=step, label=LABELS[name], info=field_help(name)
+        )
+
+    def checkbox(name: str) -> None:
+        c[name] = gr.Checkbox(d[name], label=LABELS[name], info=field_help(name))
+
     with gr.Row():
         with gr.Column(scale=1):
             gr.Markdown("#### Backbone")
-            model = gr.Dropdown(
+            c["model"] = gr.Dropdown(
                 MODEL_CHOICES,
                 value=default_model(),
                 allow_custom_value=True,
-                label="Model",
-                info="'default' = the embedded model; an open_clip name (with a pretrained "
-                "tag), a local model folder, or hf-hub:org/repo",
+                label=LABELS["model"],
+                info=field_help("model"),
             )
-            pretrained = gr.Textbox(
-                label="Pretrained tag or checkpoint file",
+            c["pretrained"] = gr.Textbox(
+                d["pretrained"],
+                label=LABELS["pretrained"],
+                info=field_help("pretrained"),
                 placeholder="e.g. laion2b_s34b_b79k or /path/to/weights.safetensors",
             )
             gr.Markdown("#### LoRA")
-            lora = gr.Radio(
-                ["vision", "text", "both"],
+            c["lora"] = gr.Radio(
+                [t for t in TOWERS if t != "none"],  # no adapter, nothing to train
                 value=d["lora"],
-                label="Adapt tower(s)",
-                info="vision is fast on a CPU; text and both re-encode every node's prompts "
-                "at each step (the paper's setting, best on a GPU)",
+                label=LABELS["lora"],
+                info=field_help("lora") + " Vision is fast on a CPU; text and both re-encode "
+                "every node's prompts at each step (the paper's setting, best on a GPU).",
             )
             with gr.Row():
-                rank = gr.Number(d["rank"], label="Rank", precision=0, minimum=1)
-                lora_alpha = gr.Number(d["lora_alpha"], label="LoRA alpha", minimum=0)
+                number("rank", precision=0, minimum=1)
+                number("lora_alpha", minimum=0)
         with gr.Column(scale=1):
             gr.Markdown("#### Losses")
-            alpha = gr.Slider(0, 5, value=d["alpha"], step=0.1, label="α: Tree-Path KL weight")
-            lam = gr.Slider(0, 5, value=d["lam"], step=0.1, label="λ: HiSCE weight")
-            eps = gr.Slider(0, 0.5, value=d["eps"], step=0.01, label="ε: HiSCE sibling smoothing")
-            templates = gr.Textbox(
-                label="Prompt templates (one per line; empty = the model's own)",
+            slider("alpha", 0, 5, 0.1)
+            slider("lam", 0, 5, 0.1)
+            slider("eps", 0, 0.5, 0.01)
+            c["templates"] = gr.Textbox(
+                d["templates"],
+                label=LABELS["templates"],
+                info=field_help("templates"),
                 placeholder="a photo of a {name}.\na photo of a {name}, a kind of {parent}.",
                 lines=3,
             )
         with gr.Column(scale=1):
             gr.Markdown("#### Schedule")
             with gr.Row():
-                epochs = gr.Number(d["epochs"], label="Epochs", precision=0, minimum=1)
-                batch_size = gr.Number(d["batch_size"], label="Batch size", precision=0, minimum=1)
+                number("epochs", precision=0, minimum=1)
+                number("batch_size", precision=0, minimum=1)
             with gr.Row():
-                lr = gr.Number(d["lr"], label="Learning rate", minimum=0)
-                val_fraction = gr.Slider(
-                    0.05, 0.5, value=d["val_fraction"], step=0.05, label="Validation share"
-                )
+                number("lr", minimum=0)
+                slider("val_fraction", 0.05, 0.5, 0.05)
             with gr.Row():
-                max_steps = gr.Number(
-                    demo_max_steps(), label="Max steps (0 or empty: all)", precision=0, minimum=0
-                )
-                seed = gr.Number(0, label="Seed", precision=0)
+                number("max_steps", precision=0, minimum=0)
+                number("seed", precision=0)
             run_name = gr.Textbox(label="Run name (optional)")
-    form = [model, pretrained, lora, rank, lora_alpha, alpha, lam, eps, epochs, batch_size, lr]
-    form += [val_fraction, max_steps, seed, templates]
+    with gr.Accordion("More settings", open=False):
+        with gr.Row():
+            checkbox("flat")
+            number("tpkl_temperature", minimum=0)
+            checkbox("tpkl_size_correction")
+            c["lora_targets"] = gr.CheckboxGroup(
+                list(TARGETS),
+                value=d["lora_targets"],
+                label=LABELS["lora_targets"],
+                info=field_help("lora_targets"),
+            )
+        with gr.Row():
+            number("lora_dropout", minimum=0, maximum=0.99)
+            number("grad_accum", precision=0, minimum=1)
+            number("weight_decay", minimum=0)
+            number("warmup_ratio", minimum=0, maximum=0.99)
+    form = [c[name] for name in FORM_FIELDS]
     with gr.Row():
         start_btn = gr.Button("▶ Start training", variant="primary", elem_id="start-training")
         stop_btn = gr.Button("■ Stop", variant="stop", elem_id="stop-training")
@@ -327,7 +404,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
     @user_errors(2)
     def start(pid, name, *values):
         pid = studio.project_id(pid)
-        config = build_config(*values)
+        config = build_config(dict(zip(FORM_FIELDS, values, strict=True)))
         run_id = start_run(studio, pid, config, name)
         where = "it starts now" if studio.queue.running() in (None, run_id) else "it is queued"
         return ok(f"Run #{run_id} submitted; {where}."), refresh(pid)[0]
