@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +26,11 @@ if TYPE_CHECKING:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m hiercore") -> int:
-    parser = build_parser(prog)
+    return run(build_parser(prog), argv)
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse `argv` and run the chosen command: a user's error is one line and status 2."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -39,7 +43,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m hiercore") -> int
         return 130
 
 
-def build_parser(prog: str = "python -m hiercore") -> argparse.ArgumentParser:
+def build_parser(
+    prog: str = "python -m hiercore", extra_commands: Iterable[Callable] = ()
+) -> argparse.ArgumentParser:
+    """The CLI's parser; each of `extra_commands` adds a subcommand to it (the ``hiertune``
+    command adds ``studio`` this way, so that the library never imports the studio)."""
     p = argparse.ArgumentParser(
         prog=prog, description="HierTune: hierarchy-aware fine-tuning of CLIP on a class taxonomy."
     )
@@ -143,6 +151,8 @@ def build_parser(prog: str = "python -m hiercore") -> argparse.ArgumentParser:
         help="with --build-corpus: the npm tarballs are here (default: npm pack them)",
     )
     pt.set_defaults(func=cmd_pretrain)
+    for add in extra_commands:
+        add(sub)
     return p
 
 
