@@ -4,7 +4,7 @@ Consistent decoding is a top-down dynamic programme (one gather per level), so i
 should stay within a small factor of the per-level argmax even for 10,000 leaves.
 Prints milliseconds per batch for both, and for the top-k suggestions.
 
-    python benchmarks/bench_decode.py [--device cuda] [--batch 64] [--repeats 20] [--threads 1]
+    python -m benchmarks.bench_decode [--device cuda] [--batch 64] [--repeats 20] [--threads 1]
 """
 
 import argparse

@@ -5,7 +5,7 @@ CE + TP-KL + HiSCE divided by that of CE alone, both measured in the same run on
 same logits (a ratio, so it compares across machines). Also the same ratio for a whole
 training step of a small CLIP (encoders + losses), which is what a user waits for.
 
-    python benchmarks/bench_losses.py [--device cuda] [--repeats 20]
+    python -m benchmarks.bench_losses [--device cuda] [--repeats 20]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ to "finished" with the run's headline metrics on the demo's held-out style (Open
 With no overrides the config is the studio form's default for this machine.
 
     python -m benchmarks.demo_finetune                       # the form's defaults
-    python -m benchmarks.demo_finetune --set epochs=5 lr=1e-3 lora=text
+    python -m benchmarks.demo_finetune --set epochs=3 lr=1e-3 lora=text
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from hiercore.config import RunConfig
 from hiercore.demo import open_demo_project
 from hiercore.jobs import TrainingQueue
 from hiercore.store import Workspace
@@ -32,7 +33,8 @@ def form_defaults() -> dict:
 
 def finetune_demo(overrides: dict | None = None) -> dict:
     """Run one demo fine-tune through the studio's queue; timings and final metrics."""
-    config = {**form_defaults(), **(overrides or {})}
+    # through RunConfig: overrides are checked, and the recorded method follows the losses
+    config = RunConfig.from_dict({**form_defaults(), **(overrides or {})}).to_dict()
     with tempfile.TemporaryDirectory() as tmp, Workspace(tmp) as ws:
         t0 = time.time()
         pid = open_demo_project(ws)
