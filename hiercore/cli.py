@@ -262,12 +262,13 @@ def split(taxonomy, samples, val_fraction: float, seed: int):
 
 def cmd_train(args) -> int:
     from hiercore.data import load_data
+    from hiercore.progress_bars import TrainBar
     from hiercore.training import train
 
     config = config_from_args(args)
     taxonomy, samples = load_data(args.data, args.taxonomy)
     train_s, val_s = split(taxonomy, samples, config.val_fraction, config.seed)
-    bar = _ProgressBar()
+    bar = TrainBar()
     result = train(config, taxonomy, train_s, val_s, args.out, progress=bar, resume=args.resume)
     bar.close()
     m = result.metrics
@@ -332,6 +333,7 @@ def cmd_compare(args) -> int:
     from hiercore.baselines.compare import comparison_split, run_comparison
     from hiercore.baselines.registry import list_methods
     from hiercore.data import load_data
+    from hiercore.progress_bars import CompareBars
 
     if args.list:
         print("\n".join(list_methods()))
@@ -341,7 +343,7 @@ def cmd_compare(args) -> int:
     config = config_from_args(args)
     taxonomy, samples = load_data(args.data, args.taxonomy)
     train_s, eval_s, how = comparison_split(taxonomy, samples, config.val_fraction, config.seed)
-    bars = _CompareBars()
+    bars = CompareBars()
     try:
         table = run_comparison(
             taxonomy,
@@ -448,76 +450,3 @@ def _headline(m: dict) -> dict:
     out = {k: m.get(k) for k in keys}
     out["consistent"] = {k: m.get("consistent", {}).get(k) for k in ("fpa", "tice")}
     return out
-
-
-class _ProgressBar:
-    """A tqdm bar over optimiser steps fed by training progress events."""
-
-    def __init__(self) -> None:
-        self.bar = None
-
-    def __call__(self, event) -> None:
-        from tqdm import tqdm
-
-        if event.phase == "train":
-            if self.bar is None:
-                self.bar = tqdm(total=event.steps_total, desc="train", unit="step")
-            self.bar.n = event.step
-            self.bar.set_postfix(epoch=event.epoch, loss=f"{event.losses.get('total', 0):.3f}")
-            self.bar.refresh()
-        elif event.phase == "eval" and event.val:
-            msg = (
-                f"epoch {event.epoch}: val FPA {event.val['fpa']:.3f} TICE {event.val['tice']:.3f}"
-            )
-            (self.bar.write if self.bar else print)(msg)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-class _CompareBars:
-    """tqdm bars: one over (method, seed) runs, one over the current run's steps."""
-
-    def __init__(self) -> None:
-        self.runs = None
-        self.steps = None
-
-    def __call__(self, e) -> None:
-        from tqdm import tqdm
-
-        if self.runs is None:
-            self.runs = tqdm(total=e.runs, desc="runs", unit="run", position=0)
-        if e.phase == "start":
-            self.runs.set_postfix_str(f"{e.method} seed {e.seed}")
-            self._close_steps()
-        elif e.phase == "progress" and e.event is not None and e.event.phase == "train":
-            if self.steps is None:
-                self.steps = tqdm(
-                    total=e.event.steps_total, desc=e.method, unit="step", position=1, leave=False
-                )
-            self.steps.n = e.event.step
-            self.steps.set_postfix(loss=f"{e.event.losses.get('total', 0):.3f}")
-            self.steps.refresh()
-        elif e.phase == "done":
-            self._close_steps()
-            self.runs.update(1)
-            m = e.metrics or {}
-            self.runs.write(
-                f"{e.method} seed {e.seed}: FPA {_fmt(m.get('fpa'))} "
-                f"TICE {_fmt(m.get('tice'))} ({m.get('train_time_s', 0):.1f} s)"
-            )
-
-    def _close_steps(self) -> None:
-        if self.steps is not None:
-            self.steps.close()
-            self.steps = None
-
-    def close(self) -> None:
-        self._close_steps()
-        if self.runs is not None:
-            self.runs.close()
-
-
-def _fmt(v) -> str:
-    return "–" if v is None else f"{v:.3f}"

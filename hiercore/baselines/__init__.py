@@ -5,8 +5,8 @@ returns a `MethodResult` (per-level logits on the evaluation samples), scored fo
 method by the same `hiercore.metrics.evaluate_predictions`. `run_comparison` (in
 `compare`) loops over methods and seeds and writes the table.
 
-Names are resolved on first use, so that the CLI can register ``compare`` without
-importing torch and open_clip for every other command.
+Names are resolved on first use, so that importing the package (or `hiercore.baselines.compare`
+for its table helpers) does not import torch and open_clip.
 """
 
 from __future__ import annotations
