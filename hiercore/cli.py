@@ -17,12 +17,9 @@ import typing
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from hiercore.config import RunConfig  # light: no torch (tests/test_config.py)
 from hiercore.errors import DataError, HierTuneError
-
-if TYPE_CHECKING:
-    from hiercore.config import RunConfig
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m hiercore") -> int:
@@ -165,8 +162,6 @@ CLAIM_DEMO = ("model", "lora", "device", "epochs", "max_steps", "batch_size", "a
 
 
 def config_names() -> list[str]:
-    from hiercore.config import RunConfig
-
     return [f.name for f in fields(RunConfig)]
 
 
@@ -178,9 +173,9 @@ def add_config_flags(
     """One flag per `RunConfig` setting (all, or `names`), its help, choices and default
     read from the field. A flag not given is absent from the parsed namespace, so the
     setting keeps the RunConfig default (`config_settings`)."""
-    from hiercore.config import RunConfig
-
     wanted = set(config_names() if names is None else names)
+    if not wanted <= set(config_names()):
+        raise ValueError(f"Not RunConfig settings: {sorted(wanted - set(config_names()))}.")
     kinds = typing.get_type_hints(RunConfig)
     group = p.add_argument_group(title)
     for f in fields(RunConfig):
@@ -237,8 +232,6 @@ def config_settings(args: argparse.Namespace) -> dict:
 
 
 def config_from_args(args: argparse.Namespace, **fixed) -> RunConfig:
-    from hiercore.config import RunConfig
-
     return RunConfig(**{**config_settings(args), **fixed})
 
 
@@ -278,7 +271,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from hiercore.config import RunConfig
     from hiercore.data import load_data
     from hiercore.evaluation import collect, score
     from hiercore.models import HierClip, apply_lora, load_clip
