@@ -181,3 +181,11 @@ def test_a_studio_run_without_hierarchy_losses_is_recorded_as_ce(studio_app, tmp
         (1.0, 1.0, False): "tpkl-hisce",
         (0.0, 0.0, True): "flat-ce",
     }
+
+
+def test_results_name_an_old_run_by_its_losses_not_its_stale_record():
+    from webapp.tabs.results import run_method
+
+    stale = {**RunConfig(alpha=0.0, lam=0.0).to_dict(), "method": "tpkl-hisce"}
+    assert run_method(stale) == "level-ce"
+    assert run_method({"epochs": "many", "method": "tip-adapter"}) == "tip-adapter"

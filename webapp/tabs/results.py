@@ -127,10 +127,19 @@ def comparison_frame(studio: Studio, pid: int) -> pd.DataFrame:
         if r.state != "finished" or not m:
             continue
         if not is_comparison(r.config):
-            rows.append(_comparison_row(f"#{r.id} {r.name}", (r.config or {}).get("method"), m))
+            rows.append(_comparison_row(f"#{r.id} {r.name}", run_method(r.config), m))
         for method, mm in (m.get("comparison") or {}).items():
             rows.append(_comparison_row(f"#{r.id} {method}", method, mm))
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def run_method(config: dict | None) -> str | None:
+    """The method a run's losses amount to; runs stored before it was derived from the
+    losses all say "tpkl-hisce", so it is worked out again rather than read."""
+    try:
+        return RunConfig.from_dict(config or {}).method
+    except HierTuneError:  # a config this version no longer reads: show what it says
+        return (config or {}).get("method")
 
 
 def _comparison_row(name: str, method: str, m: dict) -> dict:
