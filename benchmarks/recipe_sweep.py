@@ -23,7 +23,9 @@ SETTINGS: dict[str, dict] = {
     "vision-r8-lr2e-3-5ep": {"lr": 2e-3, "epochs": 5},
     "vision-r16-lr2e-3-5ep": {"lr": 2e-3, "epochs": 5, "rank": 16, "lora_alpha": 32},
     "vision-r8-lr2e-3-5ep-ce": {"lr": 2e-3, "epochs": 5, "alpha": 0.0, "lam": 0.0},
-    "text-r8-lr2e-3-3ep": {"lr": 2e-3, "epochs": 3, "lora": "text"},
+    "vision-r32-lr5e-3-5ep": {"lr": 5e-3, "epochs": 5, "rank": 32, "lora_alpha": 64},
+    "text-r8-lr2e-3-3ep-b128": {"lr": 2e-3, "epochs": 3, "lora": "text", "batch_size": 128},
+    "both-r8-lr2e-3-3ep-b128": {"lr": 2e-3, "epochs": 3, "lora": "both", "batch_size": 128},
 }
 
 COLUMNS = [

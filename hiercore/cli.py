@@ -128,6 +128,12 @@ def build_parser(
     pt.add_argument("--steps", type=int, help="optimiser steps")
     pt.add_argument("--batch-size", type=int)
     pt.add_argument("--icon-fraction", type=float, help="share of icons in a batch")
+    pt.add_argument(
+        "--objective",
+        choices=("anchored", "clip"),
+        help="anchored (images and captions meet at one learnt point per class; default) "
+        "or clip (captions of the batch only)",
+    )
     pt.add_argument("--lr", type=float)
     pt.add_argument("--seed", type=int)
     pt.add_argument("--device")
@@ -384,7 +390,16 @@ def cmd_pretrain(args) -> int:
     paths["state_dir"] = args.state
     given = {k: Path(v) for k, v in paths.items() if v is not None}
     # unset flags keep pretrain()'s own defaults
-    for name in ("steps", "batch_size", "lr", "seed", "device", "arch", "icon_fraction"):
+    for name in (
+        "steps",
+        "batch_size",
+        "lr",
+        "seed",
+        "device",
+        "arch",
+        "icon_fraction",
+        "objective",
+    ):
         if getattr(args, name) is not None:
             given[name] = getattr(args, name)
     out = Path(args.out) if args.out else DEMO_DIR.parent / "model"

@@ -32,7 +32,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,12 +62,19 @@ STATE_NAME = "pretrain-state.pt"
 
 @dataclass
 class Pair:
-    """One image and the captions it may be paired with (drawn by weight each step)."""
+    """One image, the captions it may be paired with (drawn by weight each step), and the
+    classes they name: `keys[i]` is the class of `captions[i]`, `labels` the image's own
+    classes at the leaf, subcategory and category ranks (None where it has none)."""
 
     path: Path
     captions: list[str]
     weights: list[float]
     kind: str = "emoji"
+    keys: list[str] = field(default_factory=list)
+    labels: tuple[str | None, str | None, str | None] = (None, None, None)
+
+
+RANKS = ("leaf", "sub", "cat")
 
 
 def emoji_captions(
@@ -76,16 +83,17 @@ def emoji_captions(
     cat: str,
     keywords: list[str],
     describe: dict[str, str],
-) -> tuple[list[str], list[float]]:
-    """Captions of one emoji: its name most often, then its ranks (by name and by their
-    description), then its keywords (noisy, so rarely)."""
+) -> tuple[list[str], list[float], list[str]]:
+    """Captions of one emoji, their weights and the class each names: its name most often,
+    then its ranks (by name and by their description), then its keywords (noisy, rarely)."""
     one, two, described = EMOJI_TEMPLATES
-    weighted: list[tuple[str, float]] = [(one.format(name=leaf), 0.3)]
+    leaf_key = f"leaf:emoji:{leaf}"
+    weighted: list[tuple[str, float, str]] = [(one.format(name=leaf), 0.3, leaf_key)]
     # the ranks' captions are the prompts `models.prompts` builds for them from these
     # templates, so zero-shot prompts are sentences the text tower was trained on
     if sub:
-        weighted.append((two.format(name=leaf, parent=sub), 0.2))
-    for rank, up, w in ((sub, cat, 0.2), (cat, "", 0.15)):
+        weighted.append((two.format(name=leaf, parent=sub), 0.2, leaf_key))
+    for rank, up, w, key in ((sub, cat, 0.2, f"sub:{sub}"), (cat, "", 0.15, f"cat:emoji:{cat}")):
         if not rank:
             continue
         forms = [one.format(name=rank)]
@@ -93,29 +101,50 @@ def emoji_captions(
             forms.append(two.format(name=rank, parent=up))
         if describe.get(rank):
             forms.append(described.format(name=rank, description=describe[rank]))
-        weighted += [(text, w / len(forms)) for text in forms]
+        weighted += [(text, w / len(forms), key) for text in forms]
     kws = [k for k in keywords if k and k != leaf][:8]
-    weighted += [(one.format(name=k), 0.15 / len(kws)) for k in kws]
+    weighted += [(one.format(name=k), 0.15 / len(kws), leaf_key) for k in kws]
     return _normalised(weighted)
 
 
-def icon_captions(name: str, category: str) -> tuple[list[str], list[float]]:
+def icon_captions(name: str, category: str) -> tuple[list[str], list[float], list[str]]:
     one, two = ICON_TEMPLATES
-    weighted = [(one.format(name=name), 0.6)]
+    key = f"leaf:icon:{name}"
+    weighted = [(one.format(name=name), 0.6, key)]
     if category:
         weighted += [
-            (two.format(name=name, parent=category.lower()), 0.25),
-            (one.format(name=category.lower()), 0.15),
+            (two.format(name=name, parent=category.lower()), 0.25, key),
+            (one.format(name=category.lower()), 0.15, f"cat:icon:{category.lower()}"),
         ]
     return _normalised(weighted)
 
 
-def _normalised(weighted: list[tuple[str, float]]) -> tuple[list[str], list[float]]:
+def _normalised(
+    weighted: list[tuple[str, float, str]],
+) -> tuple[list[str], list[float], list[str]]:
     merged: dict[str, float] = {}
-    for text, w in weighted:
+    keys: dict[str, str] = {}
+    for text, w, key in weighted:
         merged[text] = merged.get(text, 0.0) + w
+        keys.setdefault(text, key)
     total = sum(merged.values())
-    return list(merged), [w / total for w in merged.values()]
+    return list(merged), [w / total for w in merged.values()], list(keys.values())
+
+
+def _emoji_pair(path: Path, leaf, sub, cat, keywords, describe) -> Pair:
+    caps, weights, keys = emoji_captions(leaf, sub, cat, keywords, describe)
+    labels = (
+        f"leaf:emoji:{leaf}",
+        f"sub:{sub}" if sub else None,
+        f"cat:emoji:{cat}" if cat else None,
+    )
+    return Pair(path, caps, weights, "emoji", keys, labels)
+
+
+def _icon_pair(path: Path, name: str, category: str) -> Pair:
+    caps, weights, keys = icon_captions(name, category)
+    cat = f"cat:icon:{category.lower()}" if category else None
+    return Pair(path, caps, weights, "icon", keys, (f"leaf:icon:{name}", None, cat))
 
 
 def node_descriptions(taxonomy_file: Path) -> dict[str, str]:
@@ -157,16 +186,18 @@ def load_corpus_pairs(corpus_dir: Path, describe: dict[str, str]) -> list[Pair]:
                 continue
             path = corpus_dir / row["path"]
             if row["kind"] == "icon":
-                caps, weights = icon_captions(row["name"], row["category"])
+                pairs.append(_icon_pair(path, row["name"], row["category"]))
             else:
-                caps, weights = emoji_captions(
-                    row["name"],
-                    row["subcategory"],
-                    row["category"],
-                    _keywords(row["keywords"]),
-                    describe,
+                pairs.append(
+                    _emoji_pair(
+                        path,
+                        row["name"],
+                        row["subcategory"],
+                        row["category"],
+                        _keywords(row["keywords"]),
+                        describe,
+                    )
                 )
-            pairs.append(Pair(path, caps, weights, row["kind"]))
     return pairs
 
 
@@ -182,14 +213,16 @@ def load_demo_pairs(demo_dir: Path) -> list[Pair]:
         for row in csv.DictReader(f):
             if row["split"] != "train":
                 continue
-            caps, weights = emoji_captions(
-                row["emoji"],
-                row["subcategory"],
-                row["category"],
-                keywords.get(row["emoji"], []),
-                describe,
+            pairs.append(
+                _emoji_pair(
+                    demo_dir / row["path"],
+                    row["emoji"],
+                    row["subcategory"],
+                    row["category"],
+                    keywords.get(row["emoji"], []),
+                    describe,
+                )
             )
-            pairs.append(Pair(demo_dir / row["path"], caps, weights))
     return pairs
 
 
@@ -256,6 +289,45 @@ def soft_clip_loss(logits: torch.Tensor, captions: list[str]) -> torch.Tensor:
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
+class Anchors(torch.nn.Module):
+    """One learnable point per class of the corpus (every leaf, subcategory and category
+    named by a caption or an image), on the joint sphere.
+
+    With `objective="anchored"`, an image is classified among the anchors of each of its
+    ranks and a caption among the anchors of its own rank, with the model's logit scale:
+    images and texts meet at the anchors. Every step then contrasts against every class
+    of the corpus, not only against the captions that happen to share a batch of 128,
+    which is what a 2-core CPU's few thousand steps need to tell 671 emoji apart.
+    """
+
+    def __init__(self, pairs: list[Pair], dim: int) -> None:
+        super().__init__()
+        keys = {k for p in pairs for k in p.keys} | {k for p in pairs for k in p.labels if k}
+        self.keys = sorted(keys)
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        rank = torch.tensor([RANKS.index(k.split(":", 1)[0]) for k in self.keys])
+        self.register_buffer("rank", rank)
+        self.weight = torch.nn.Parameter(F.normalize(torch.randn(len(self.keys), dim), dim=-1))
+
+    def ids(self, keys: list[str | None]) -> torch.Tensor:
+        return torch.tensor([self.index[k] if k else -1 for k in keys])
+
+    def loss(self, feats: torch.Tensor, ids: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of normalised features against the anchors of each target's rank;
+        rows with id -1 (no class at this rank) are left out."""
+        keep = ids >= 0
+        if not keep.any():
+            return feats.sum() * 0
+        feats, ids = feats[keep], ids[keep].to(feats.device)
+        logits = scale * feats.float() @ F.normalize(self.weight, dim=-1).t()
+        same_rank = self.rank[None, :] == self.rank[ids][:, None]
+        return F.cross_entropy(logits.masked_fill(~same_rank, float("-inf")), ids)
+
+
+RANK_WEIGHTS = (1.0, 0.5, 0.5)
+"""Image loss weight of the leaf, subcategory and category anchors."""
+
+
 def pretrain(
     out_dir: Path,
     demo_dir: Path = DEMO_DIR,
@@ -272,6 +344,7 @@ def pretrain(
     state_dir: Path | None = None,
     minutes: float | None = None,
     resume: bool = False,
+    objective: str = "anchored",
 ) -> dict:
     """Train the small CLIP and write it (fp16 safetensors + config + card) to `out_dir`.
 
@@ -291,6 +364,9 @@ def pretrain(
     if saved is not None:
         arch, seed, steps, batch_size, lr = (saved["meta"][k] for k in _RESUMED)
         icon_fraction = saved["meta"]["icon_fraction"]
+        objective = saved["meta"].get("objective", "clip")
+    if objective not in OBJECTIVES:
+        raise DataError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}.")
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model = open_clip.create_model(arch)
@@ -312,8 +388,11 @@ def pretrain(
     n_icons = round(batch_size * icon_fraction) if icons else 0
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    anchors = Anchors(pairs, int(model.text_projection.shape[1])).to(dev)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    if objective == "anchored":
+        rest += list(anchors.parameters())
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=lr
     )
@@ -329,6 +408,7 @@ def pretrain(
     start, log, spent = 0, [], 0.0
     if saved is not None:
         model.load_state_dict(saved["model"])
+        anchors.load_state_dict(saved["anchors"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         rng.setstate(_as_rng_state(saved["python_rng"]))
@@ -342,21 +422,29 @@ def pretrain(
         "batch_size": batch_size,
         "lr": lr,
         "icon_fraction": icon_fraction,
+        "objective": objective,
         "earlier": earlier,
     }
     t0 = time.time()
     for step in range(start, steps):
         idx = rng.sample(emoji, min(batch_size - n_icons, len(emoji)))
         idx += rng.sample(icons, min(n_icons, len(icons)))
-        caps = [rng.choices(pairs[i].captions, pairs[i].weights)[0] for i in idx]
+        drawn = [rng.choices(range(len(pairs[i].captions)), pairs[i].weights)[0] for i in idx]
+        caps = [pairs[i].captions[j] for i, j in zip(idx, drawn, strict=True)]
         x = augment_batch(images[idx])
         x = ((x - mean) / std).to(dev)
         tokens = tokenizer(caps).to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             f = F.normalize(model.encode_image(x), dim=-1)
             g = F.normalize(model.encode_text(tokens), dim=-1)
-            logits = model.logit_scale.exp() * f @ g.t()
-        loss = soft_clip_loss(logits, caps)
+            scale = model.logit_scale.exp()
+            loss = soft_clip_loss(scale * f @ g.t(), caps)
+        if objective == "anchored":
+            keys = [pairs[i].keys[j] for i, j in zip(idx, drawn, strict=True)]
+            loss = 0.5 * loss + anchors.loss(g, anchors.ids(keys), scale)
+            for r, weight in enumerate(RANK_WEIGHTS):
+                labels = anchors.ids([pairs[i].labels[r] for i in idx])
+                loss = loss + weight * anchors.loss(f, labels, scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -371,7 +459,7 @@ def pretrain(
             print(f"step {step}/{steps} loss {value:.3f} {elapsed:.0f}s", flush=True)
         out_of_time = minutes is not None and time.time() - t0 > 60 * minutes
         if out_of_time and step < steps - 1:
-            _save_state(state_dir, model, opt, sched, step + 1, rng, meta, log, elapsed)
+            _save_state(state_dir, model, anchors, opt, sched, step + 1, rng, meta, log, elapsed)
             # a loadable snapshot, to look at (or fall back on) before the run ends
             snapshot = {"arch": arch, "unfinished": f"step {step + 1} of {steps}", "log": log}
             _write(copy.deepcopy(model).eval().cpu(), arch, state_dir / "snapshot", snapshot)
@@ -386,6 +474,7 @@ def pretrain(
         "steps": steps,
         "batch_size": batch_size,
         "icon_fraction": icon_fraction if icons else 0.0,
+        "objective": objective,
         "lr": lr,
         "seed": seed,
         "train_time_s": round(train_time, 1),
@@ -411,14 +500,16 @@ def pretrain(
 
 
 _RESUMED = ("arch", "seed", "steps", "batch_size", "lr")
+OBJECTIVES = ("anchored", "clip")
 
 
-def _save_state(state_dir, model, opt, sched, step, rng, meta, log, spent) -> None:
+def _save_state(state_dir, model, anchors, opt, sched, step, rng, meta, log, spent) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = state_dir / (STATE_NAME + ".tmp")
     torch.save(
         {
             "model": model.state_dict(),
+            "anchors": anchors.state_dict(),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "python_rng": list(_flatten_rng(rng.getstate())),

@@ -4,6 +4,7 @@ a run cut into chunks that ends exactly where an uncut run does."""
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,7 +38,7 @@ def test_rank_captions_are_the_prompts_the_card_templates_build():
     sub = tax.add("animal-bird", cat, description="birds")
     leaf = tax.add("flamingo", sub)
     describe = {"animal-bird": "birds", "Animals & Nature": "animals and nature"}
-    captions, weights = emoji_captions(
+    captions, weights, keys = emoji_captions(
         "flamingo", "animal-bird", "Animals & Nature", ["pink"], describe
     )
     assert sum(weights) == pytest.approx(1.0)
@@ -45,6 +46,12 @@ def test_rank_captions_are_the_prompts_the_card_templates_build():
         for prompt in node_prompts(tax, node, TEMPLATES):
             assert prompt in captions, prompt
     assert "an emoji of birds (animal-bird)." in captions
+    # each caption names the class it describes (the anchors it is trained towards)
+    named = dict(zip(captions, keys, strict=True))
+    assert named["an emoji of flamingo, a kind of animal-bird."] == "leaf:emoji:flamingo"
+    assert named["an emoji of birds (animal-bird)."] == "sub:animal-bird"
+    assert named["an emoji of Animals & Nature."] == "cat:emoji:Animals & Nature"
+    assert named["an emoji of pink."] == "leaf:emoji:flamingo"
     # the leaf's own name is the most frequent caption
     assert captions[weights.index(max(weights))] == "an emoji of flamingo."
 
@@ -104,3 +111,26 @@ def test_share_alike_rows_are_left_out_of_pretraining(tmp_path):
     rows = [("emoji", "emojione-v1", "@iconify-json/emojione-v1", "dog", "animal-mammal", "A")]
     assert load_corpus_pairs(_corpus(tmp_path, rows, licence="CC-BY-SA-4.0"), {}) == []
     assert len(load_corpus_pairs(_corpus(tmp_path, rows, licence="CC-BY-4.0"), {})) == 1
+
+
+def test_anchors_classify_within_the_target_rank_only():
+    from hiercore.pretrain import Anchors, Pair
+
+    pairs = [
+        Pair(
+            Path("a.png"), ["x"], [1.0], "emoji", ["leaf:emoji:dog"], ("leaf:emoji:dog", None, None)
+        ),
+        Pair(Path("b.png"), ["y"], [1.0], "emoji", ["sub:animal"], ("leaf:emoji:cat", None, None)),
+    ]
+    anchors = Anchors(pairs, dim=4)
+    assert anchors.keys == ["leaf:emoji:cat", "leaf:emoji:dog", "sub:animal"]
+    with torch.no_grad():
+        anchors.weight.copy_(torch.eye(4)[:3])
+    scale = torch.tensor(10.0)
+    dog = anchors.ids(["leaf:emoji:dog"])
+    # a feature on the "sub:animal" anchor is not a competitor for a leaf target
+    on_sub = torch.tensor([[0.0, 0.6, 0.8, 0.0]])
+    expected = torch.nn.functional.cross_entropy(scale * torch.tensor([[0.0, 0.6]]), dog)
+    torch.testing.assert_close(anchors.loss(on_sub, dog, scale), expected)
+    # rows without a class at this rank are left out
+    assert float(anchors.loss(on_sub, anchors.ids([None]), scale)) == 0.0
