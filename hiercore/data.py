@@ -26,11 +26,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from hiercore.errors import DataError, HierTuneError
-from hiercore.images import MAX_PIXELS, size_problem
+from hiercore.images import MAX_PIXELS, open_rgb, size_problem
 from hiercore.taxonomy import LevelIndex, Taxonomy
 from hiercore.taxonomy.formats import load_taxonomy, walk_class_folders
 from hiercore.taxonomy.pathtree import PathTreeBuilder
@@ -314,12 +314,6 @@ def _relabel(samples: list[Sample], source: Taxonomy, target: Taxonomy) -> list[
     return out
 
 
-def _open_rgb(path: str) -> Image.Image:
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        return img.convert("RGB")
-
-
 # (path, mtime, size) -> problem, so that rebuilding a dataset (every evaluation) does
 # not decode every image again; a changed file has a new key.
 _checked: dict[tuple[str, int, int], str | None] = {}
@@ -423,8 +417,8 @@ class ImageLabelDataset(Dataset):
         for k in range(len(self.samples)):
             j = (i + k) % len(self.samples)
             try:
-                image = _open_rgb(self.samples[j].path)
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+                image = open_rgb(self.samples[j].path)
+            except (DataError, OSError, SyntaxError, ValueError) as exc:
                 log.warning("Skipping image %s that failed to load: %s", self.samples[j].path, exc)
                 continue
             return self.transform(image), self.targets[j]

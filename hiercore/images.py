@@ -1,4 +1,5 @@
-"""Reading images the same way everywhere: RGB, transparency composited onto white.
+"""Reading images the same way everywhere (training, evaluation, prediction, baselines):
+RGB, transparency composited onto white, EXIF orientation applied.
 
 Emoji, icons and scans often come as RGBA or palette PNGs; converting them straight to
 RGB turns transparent pixels black, which a model then learns as a background colour.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hiercore.errors import DataError
 
@@ -53,7 +54,8 @@ def open_rgb(path: str | Path, name: str | None = None) -> Image.Image:
             problem = size_problem(*im.size)
             if problem is None:
                 im.load()
-                return to_rgb(im)
+                # a camera's EXIF orientation says how the picture is meant to be seen
+                return to_rgb(ImageOps.exif_transpose(im))
     except Image.DecompressionBombError:
         problem = f"it has more than the {MAX_PIXELS} pixel limit"
     except UnidentifiedImageError:

@@ -350,3 +350,31 @@ def test_manifest_metadata_columns_are_not_levels(tmp_path):
     (tmp_path / "m2.csv").write_text("path,painter,order,family\na.png,Ann,Aves,Corvidae\n")
     _, again = samples_from_manifest(tmp_path / "m2.csv", tax)
     assert again[0].node_id == samples[0].node_id and again[0].extra["painter"] == "Ann"
+
+
+def test_training_and_prediction_read_an_image_into_the_same_tensor(tmp_path):
+    """One reader: a transparent PNG lands on white and an EXIF-rotated JPEG is turned
+    upright, whether training's dataset or the predictor opens it."""
+    from PIL import Image
+
+    from hiercore.data import ImageLabelDataset, Sample
+    from hiercore.images import open_rgb
+    from hiercore.models import load_clip
+    from hiercore.taxonomy import LevelIndex, Taxonomy
+
+    png = Image.new("RGBA", (40, 20), (255, 0, 0, 0))
+    png.paste((0, 0, 255, 255), (0, 0, 10, 20))
+    png.save(tmp_path / "clear.png")
+    jpg = Image.new("RGB", (40, 20), (0, 200, 0))
+    exif = jpg.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to view
+    jpg.save(tmp_path / "turned.jpg", exif=exif)
+    tax = Taxonomy()
+    leaf = tax.add("thing")
+    preprocess = load_clip("tiny-random").preprocess
+    samples = [Sample(str(tmp_path / n), leaf) for n in ("clear.png", "turned.jpg")]
+    dataset = ImageLabelDataset(samples, LevelIndex.build(tax), preprocess)
+    for i, name in enumerate(("clear.png", "turned.jpg")):
+        torch.testing.assert_close(dataset[i][0], preprocess(open_rgb(tmp_path / name)))
+    assert open_rgb(tmp_path / "clear.png").getpixel((30, 10)) == (255, 255, 255)
+    assert open_rgb(tmp_path / "turned.jpg").size == (20, 40)
