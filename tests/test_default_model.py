@@ -33,18 +33,20 @@ def test_card_records_templates_and_training():
     assert card["training"]["steps"] == sum(p["steps"] for p in card["training"]["phases"])
 
 
-def test_zero_shot_beats_chance_on_the_held_out_style(monkeypatch):
-    """On held-out OpenMoji images, every level is above chance (1 / classes)."""
+def test_zero_shot_recognises_the_held_out_style(monkeypatch):
+    """On the 671 held-out OpenMoji images (a style pretraining never saw), the model is far
+    above chance at every level: issue #8's bar of category >= 0.5 and emoji about 0.2
+    (measured 0.599 / 0.258 / 0.203; the bounds leave a few images of slack)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     taxonomy = load_taxonomy(DEMO_DIR / "taxonomy.csv")
     _, samples = samples_from_manifest(DEMO_DIR / "manifest.csv", taxonomy)
     held_out = [s for s in samples if s.split == "val"]
     assert {s.extra["style"] for s in held_out} == {"openmoji"}
-    # a fixed, spread-out subset keeps the test quick: every 3rd held-out image
-    subset = held_out[::3]
     model = HierClip(load_clip("default"), taxonomy)
-    m = score(collect(model, subset, batch_size=128), model.parents())
-    chance = [1 / c for c in model.index.sizes]
+    m = score(collect(model, held_out, batch_size=128), model.parents())
+    chance = np.asarray([1 / c for c in model.index.sizes])
     acc = np.asarray(m["level_accuracy"])
-    assert (acc > 1.3 * np.asarray(chance)).all(), (acc, chance)
+    assert (acc > 3 * chance).all(), (acc, chance)
+    assert acc[0] >= 0.5 and acc[1] >= 0.2 and acc[2] >= 0.18, acc
     assert m["consistent"]["tice"] == 0
+    assert m["consistent"]["fpa"] > 2 * m["fpa"]
