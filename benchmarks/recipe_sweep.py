@@ -24,6 +24,23 @@ SETTINGS: dict[str, dict] = {
     "vision-r16-lr2e-3-5ep": {"lr": 2e-3, "epochs": 5, "rank": 16, "lora_alpha": 32},
     "vision-r8-lr2e-3-5ep-ce": {"lr": 2e-3, "epochs": 5, "alpha": 0.0, "lam": 0.0},
     "vision-r32-lr5e-3-5ep": {"lr": 5e-3, "epochs": 5, "rank": 32, "lora_alpha": 64},
+    "vision-r16-lr1e-2-5ep": {"lr": 1e-2, "epochs": 5, "rank": 16, "lora_alpha": 32},
+    "vision-r16-lr1e-2-10ep-ce": {
+        "lr": 1e-2,
+        "epochs": 10,
+        "rank": 16,
+        "lora_alpha": 32,
+        "alpha": 0.0,
+        "lam": 0.0,
+    },
+    "vision-r16-lr1e-2-5ep-ce": {
+        "lr": 1e-2,
+        "epochs": 5,
+        "rank": 16,
+        "lora_alpha": 32,
+        "alpha": 0.0,
+        "lam": 0.0,
+    },
     "text-r8-lr2e-3-3ep-b128": {"lr": 2e-3, "epochs": 3, "lora": "text", "batch_size": 128},
     "both-r8-lr2e-3-3ep-b128": {"lr": 2e-3, "epochs": 3, "lora": "both", "batch_size": 128},
 }

@@ -54,8 +54,8 @@ class RunConfig:
         "Towers that get LoRA adapters: vision, text, both or none.",
         choices=TOWERS,
     )
-    rank: int = setting(8, "LoRA rank.")
-    lora_alpha: float = setting(16.0, "LoRA scaling numerator (scale = lora_alpha / rank).")
+    rank: int = setting(16, "LoRA rank.")
+    lora_alpha: float = setting(32.0, "LoRA scaling numerator (scale = lora_alpha / rank).")
     lora_dropout: float = setting(0.0, "Dropout on the LoRA input.")
     lora_targets: list[str] = setting(
         ["attn", "conv"],
@@ -85,10 +85,10 @@ class RunConfig:
         False,
         "Train on the leaf level only (the flat CE baseline); TP-KL and HiSCE then see one level.",
     )
-    epochs: int = setting(5, "Passes over the training images.")
+    epochs: int = setting(10, "Passes over the training images.")
     batch_size: int = setting(32, "Images per optimiser micro-batch.")
     grad_accum: int = setting(1, "Micro-batches per optimiser step.")
-    lr: float = setting(5e-4, "Peak learning rate of AdamW.")
+    lr: float = setting(1e-2, "Peak learning rate of AdamW.")
     weight_decay: float = setting(0.01, "AdamW weight decay on the adapters.")
     warmup_ratio: float = setting(
         0.1,
