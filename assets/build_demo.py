@@ -31,7 +31,6 @@ import argparse
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -50,6 +49,7 @@ from hiercore.corpus import (  # noqa: E402
     Package,
     flatten_on_white,
     normalise_code,
+    npm_pack,
     plan_corpus,
     rasterise_svg,
     read_package,
@@ -335,18 +335,6 @@ def save_png(image: Image.Image, path: Path) -> None:
     image.save(path, format="PNG", optimize=True)
 
 
-def npm_pack(folder: Path) -> list[Path]:
-    # npm lists every packed file on stderr; keep it for when the pack fails.
-    done = subprocess.run(
-        ["npm", "pack", "--pack-destination", str(folder), *NPM_PACKAGES],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"npm pack failed:\n{done.stderr[-2000:]}")
-    return sorted(folder.glob("*.tgz"))
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -451,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
-        paths = args.tarballs or npm_pack(Path(scratch))
+        paths = args.tarballs or npm_pack(Path(scratch), NPM_PACKAGES)
         tarballs = {package_name(p): p for p in paths}
         needed = {spec.rpartition("@")[0] for spec in NPM_PACKAGES}
         if set(tarballs) != needed:

@@ -615,20 +615,7 @@ def read_labelstudio_xml(text: str, source: str = "config.xml") -> Taxonomy:
         stack.extend((f"{at}.Choice[{j}]", at, c) for j, c in reversed(list(enumerate(kids))))
     if not flat:
         raise TaxonomyError(f"{source}: the <Taxonomy> tag has no <Choice> tags.")
-    aliases = [a for _, _, _, a, _ in flat]
-    if all(aliases) and len(set(aliases)) == len(aliases):
-        alias_at = {at: a for at, _, _, a, _ in flat}
-        records = [
-            Record(a, name, alias_at.get(parent_at, ""), hint, f"{source} at {at}")
-            for at, parent_at, name, a, hint in flat
-        ]
-        return taxonomy_from_records(records, source, None)
-    builder = PathTreeBuilder(source)
-    ids: dict[str, str] = {"": ROOT}
-    for at, parent_at, name, _, hint in flat:
-        ids[at] = builder.child(ids[parent_at], name, f"{source} at {at}", unique=True)
-        builder.describe(ids[at], hint, f"{source} at {at}")
-    return builder.build()
+    return _from_label_studio_items(flat, source)
 
 
 def _choices(element) -> list:
@@ -773,21 +760,7 @@ def read_labelstudio(text: str, source: str = "taxonomy.json") -> Taxonomy:
         stack.extend(
             (f"{at}.children[{j}]", at, child) for j, child in reversed(list(enumerate(children)))
         )
-    aliases = [a for _, _, _, a, _ in flat]
-    if all(aliases) and len(set(aliases)) == len(aliases):
-        # every item carries a distinct alias: it is our id (or a usable one)
-        alias_at = {at: a for at, _, _, a, _ in flat}
-        records = [
-            Record(a, name, alias_at.get(parent_at, ""), hint, f"{source} at {at}")
-            for at, parent_at, name, a, hint in flat
-        ]
-        return taxonomy_from_records(records, source, None)
-    builder = PathTreeBuilder(source)
-    ids: dict[str, str] = {"": ROOT}
-    for at, parent_at, name, _, hint in flat:
-        ids[at] = builder.child(ids[parent_at], name, f"{source} at {at}", unique=True)
-        builder.describe(ids[at], hint, f"{source} at {at}")
-    return builder.build()
+    return _from_label_studio_items(flat, source)
 
 
 def write_labelstudio(tax: Taxonomy) -> str:
@@ -869,3 +842,23 @@ def write_folder_tree(tax: Taxonomy, root: str | os.PathLike) -> Path:
             (folder / name).mkdir(exist_ok=True)
             stack.append((kid, folder / name))
     return root
+
+
+def _from_label_studio_items(flat: list[tuple], source: str) -> Taxonomy:
+    """A taxonomy from Label Studio items (JSON or XML), each `(at, parent_at, name, alias,
+    hint)` in pre-order: when every item carries a distinct alias it is the node's id,
+    otherwise ids come from name paths."""
+    aliases = [a for _, _, _, a, _ in flat]
+    if all(aliases) and len(set(aliases)) == len(aliases):
+        alias_at = {at: a for at, _, _, a, _ in flat}
+        records = [
+            Record(a, name, alias_at.get(parent_at, ""), hint, f"{source} at {at}")
+            for at, parent_at, name, a, hint in flat
+        ]
+        return taxonomy_from_records(records, source, None)
+    builder = PathTreeBuilder(source)
+    ids: dict[str, str] = {"": ROOT}
+    for at, parent_at, name, _, hint in flat:
+        ids[at] = builder.child(ids[parent_at], name, f"{source} at {at}", unique=True)
+        builder.describe(ids[at], hint, f"{source} at {at}")
+    return builder.build()
