@@ -16,6 +16,8 @@ from pathlib import Path
 
 from benchmarks.demo_finetune import finetune_demo
 
+_R16 = {"lr": 1e-2, "rank": 16, "lora_alpha": 32}
+
 # name -> overrides of the form's defaults (zero-shot figures come from `hiercore eval`)
 SETTINGS: dict[str, dict] = {
     "vision-r8-lr5e-4-3ep": {"lr": 5e-4, "epochs": 3},
@@ -43,6 +45,31 @@ SETTINGS: dict[str, dict] = {
     },
     "text-r8-lr2e-3-3ep-b128": {"lr": 2e-3, "epochs": 3, "lora": "text", "batch_size": 128},
     "both-r8-lr2e-3-3ep-b128": {"lr": 2e-3, "epochs": 3, "lora": "both", "batch_size": 128},
+    # the logit scale (FINDINGS §2: fixed at the model's 26.7 so far)
+    "vision-r16-lr1e-2-10ep-ce-learnscale": {
+        **_R16,
+        "epochs": 10,
+        "alpha": 0.0,
+        "lam": 0.0,
+        "learn_logit_scale": True,
+    },
+    "vision-r16-lr1e-2-10ep-ce-scale50": {
+        **_R16,
+        "epochs": 10,
+        "alpha": 0.0,
+        "lam": 0.0,
+        "logit_scale": 50.0,
+    },
+    "vision-r16-lr1e-2-10ep": {**_R16, "epochs": 10},
+    "vision-r16-lr1e-2-20ep-ce": {**_R16, "epochs": 20, "alpha": 0.0, "lam": 0.0},
+    "vision-r16-lr1e-2-20ep-ce-learnscale": {
+        **_R16,
+        "epochs": 20,
+        "alpha": 0.0,
+        "lam": 0.0,
+        "learn_logit_scale": True,
+    },
+    "vision-r16-lr1e-2-20ep-learnscale": {**_R16, "epochs": 20, "learn_logit_scale": True},
 }
 
 COLUMNS = [

@@ -85,6 +85,14 @@ class RunConfig:
         False,
         "Train on the leaf level only (the flat CE baseline); TP-KL and HiSCE then see one level.",
     )
+    logit_scale: float | None = setting(
+        None,
+        "Fixed logit scale s of z = s * cos(image, node) (none: the model's own).",
+    )
+    learn_logit_scale: bool = setting(
+        False,
+        "Train the logit scale with the adapters (starting from the fixed or the model's value).",
+    )
     epochs: int = setting(10, "Passes over the training images.")
     batch_size: int = setting(32, "Images per optimiser micro-batch.")
     grad_accum: int = setting(1, "Micro-batches per optimiser step.")
@@ -143,7 +151,7 @@ class RunConfig:
                     f"Run setting {name} must be a non-empty text of at most {MAX_TEXT} "
                     f"characters, not {_shown(value)}."
                 )
-        for name in ("flat", "eval_every_epoch", "tpkl_size_correction"):
+        for name in ("flat", "eval_every_epoch", "tpkl_size_correction", "learn_logit_scale"):
             if not isinstance(getattr(self, name), bool):
                 raise HierTuneError(
                     f"Run setting {name} must be true or false, not {_shown(getattr(self, name))}."
@@ -237,7 +245,7 @@ def field_help(name: str) -> str:
 MAX_TEXT = 1000
 """Longest model name or pretrained tag/file."""
 
-OPTIONAL = {"max_steps", "pretrained"}
+OPTIONAL = {"max_steps", "pretrained", "logit_scale"}
 """Settings that may be None."""
 
 TEXT_FIELDS = ("model", "pretrained", "lora", "device")
@@ -262,6 +270,7 @@ NUMBER_RANGES: dict[str, tuple[type, tuple[float, bool], tuple[float, bool]]] = 
     "seed": (int, (0, True), (2**32 - 1, True)),
     "val_fraction": (float, (0, True), (1, False)),
     "max_steps": (int, (1, True), (10_000_000, True)),
+    "logit_scale": (float, (0, False), (100, True)),
 }
 """The range of every numeric setting; bounds well past any sensible run refuse typos and
 overflow (lr 1e300, 10^20 epochs) before a run is queued."""

@@ -83,6 +83,11 @@ def build_model(config: RunConfig, taxonomy: Taxonomy, device: torch.device) -> 
     torch.manual_seed(config.seed)
     bundle = load_clip(config.model, config.pretrained, device="cpu", seed=config.seed)
     apply_lora(bundle.model, config.lora_spec)
+    scale = bundle.model.logit_scale
+    if config.logit_scale is not None:
+        with torch.no_grad():
+            scale.fill_(math.log(config.logit_scale))
+    scale.requires_grad_(config.learn_logit_scale)
     return HierClip(bundle, taxonomy, config.templates).to(device)
 
 
@@ -144,7 +149,12 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise HierTuneError("This run has nothing to train: choose LoRA on vision, text or both.")
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # the logit scale (when it learns) is one temperature, not a weight to shrink: no decay
+    decayed = [p for p in params if p is not model.clip.logit_scale]
+    groups = [{"params": decayed}]
+    if len(decayed) < len(params):
+        groups.append({"params": [model.clip.logit_scale], "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     steps_total = steps_per_epoch * config.epochs
     if config.max_steps:
@@ -206,6 +216,9 @@ def train(
                 continue
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
+            if config.learn_logit_scale:  # CLIP's bound: s <= 100
+                with torch.no_grad():
+                    model.clip.logit_scale.clamp_(0.0, math.log(100.0))
             optimizer.zero_grad(set_to_none=True)
             schedule.step()
             step += 1

@@ -99,5 +99,13 @@ def apply_lora(model: torch.nn.Module, spec: LoraSpec) -> torch.nn.Module:
 
 
 def lora_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Only the adapter weights (what a run saves and a bundle ships)."""
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if "lora_" in k}
+    """The adapter weights and the logit scale (what a run saves and a bundle ships).
+
+    The scale is one number; saving it always means a run that fixed or learnt its own
+    predicts with it, and an adapter file from before it was saved loads as it did.
+    """
+    return {
+        k: v.detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if "lora_" in k or k == "logit_scale"
+    }
