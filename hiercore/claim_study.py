@@ -535,32 +535,65 @@ DEMO_METHODS = (
 
 
 def run_demo_study(
-    data: str, seeds: int, out_dir: str | Path, config=None, methods=DEMO_METHODS, progress=None
+    data: str,
+    seeds: int,
+    out_dir: str | Path,
+    config=None,
+    methods=DEMO_METHODS,
+    progress=None,
+    first_seed: int | None = None,
 ) -> pd.DataFrame:
     """The same rows on real images: registry methods through `run_comparison`.
 
     Uses the data's own split (the demo manifest holds OpenMoji out) and the run
-    config's alpha and lambda for every row; writes the comparison's files and
-    summary.csv / summary.md with t-intervals and paired differences to level-ce.
+    config's settings for every row; writes the comparison's files and summary.csv /
+    summary.md with t-intervals and paired differences to level-ce. Each seed is one
+    comparison in ``seed<k>/``; a seed whose folder already holds its rows is read back,
+    not retrained, so a long study runs in chunks (run the same command again).
     """
     from hiercore.baselines.compare import comparison_split, run_comparison
     from hiercore.config import RunConfig
     from hiercore.data import load_data
 
     config = config or RunConfig()
+    first = config.seed if first_seed is None else first_seed
     taxonomy, samples = load_data(data)
     train_s, eval_s, how = comparison_split(taxonomy, samples, config.val_fraction, config.seed)
-    table = run_comparison(
-        taxonomy, train_s, eval_s, config, list(methods), seeds, out_dir, progress=progress
-    )
-    runs = table.attrs["runs"].copy()
+    out = Path(out_dir)
+    parts = []
+    for seed in range(first, first + seeds):
+        folder = out / f"seed{seed}"
+        done = folder / "comparison_runs.csv"
+        if done.is_file():
+            part = pd.read_csv(done)
+            if set(methods) <= set(part["method"]):
+                parts.append(part[part["method"].isin(methods)])
+                continue
+        table = run_comparison(
+            taxonomy,
+            train_s,
+            eval_s,
+            replace(config, seed=seed),
+            list(methods),
+            1,
+            folder,
+            progress=progress,
+        )
+        parts.append(table.attrs["runs"])
+    runs = pd.concat(parts, ignore_index=True)
+    runs.to_csv(out / "runs.csv", index=False)
     acc = [c for c in runs.columns if c.startswith("acc_")]
     runs = runs.rename(columns={c: f"acc_l{i + 1}" for i, c in enumerate(acc)})
     runs = runs.rename(columns={"mistake_severity": "severity"})
     summary = summarise(runs, [], reference="level-ce")
-    out = Path(out_dir)
+    order = {m: i for i, m in enumerate(methods)}
+    summary = summary.sort_values("method", key=lambda c: c.map(order), kind="stable")
     summary.to_csv(out / "summary.csv", index=False)
-    info = {"data": f"{data} ({how})", "run config": asdict(replace(config, templates=None))}
+    info = {
+        "data": f"{data} ({how}; {len(train_s)} training, {len(eval_s)} evaluation images)",
+        "seeds": f"{first}..{first + seeds - 1}",
+        "run config": asdict(replace(config, templates=None)),
+    }
     text = summary_markdown(summary, info, [f"l{i + 1}" for i in range(len(acc))])
     (out / "summary.md").write_text(text.replace("vs CE", "vs level-ce"))
     return summary

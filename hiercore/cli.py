@@ -117,6 +117,12 @@ def build_parser(
     cs.add_argument("--first-seed", type=int, default=0)
     cs.add_argument("--out", required=True, help="folder for the CSVs and tables")
     cs.add_argument("--data", default="assets/demo/manifest.csv", help="the demo setting's data")
+    cs.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="demo setting: registry rows to train (default: every row of the study)",
+    )
     add_config_flags(cs, CLAIM_DEMO, "demo setting (LoRA runs on real images)")
     cs.set_defaults(func=cmd_claim_study)
 
@@ -163,7 +169,21 @@ ZERO_SHOT = ("model", "pretrained", "templates", "seed", "val_fraction")
 """The settings a zero-shot evaluation reads."""
 SET_BY_COMPARE_ROWS = {"flat", "ce_weight", "balance", "tpkl_size_correction", "eval_every_epoch"}
 """Settings each comparison row sets itself (hiercore.baselines.lora_losses, compare)."""
-CLAIM_DEMO = ("model", "lora", "device", "epochs", "max_steps", "batch_size", "alpha", "lam", "lr")
+CLAIM_DEMO = (
+    "model",
+    "lora",
+    "rank",
+    "lora_alpha",
+    "device",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "alpha",
+    "lam",
+    "lr",
+    "logit_scale",
+    "learn_logit_scale",
+)
 """The settings the claim study's demo setting takes (its seeds come from --first-seed)."""
 
 
@@ -364,7 +384,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_claim_study(args) -> int:
-    from hiercore.claim_study import run_demo_study, run_synthetic_study
+    from hiercore.claim_study import DEMO_METHODS, run_demo_study, run_synthetic_study
 
     if args.seeds < 2:
         raise HierTuneError("A 95% interval needs at least 2 seeds; use --seeds 5.")
@@ -374,11 +394,21 @@ def cmd_claim_study(args) -> int:
         )
     else:
         config = config_from_args(args, seed=args.first_seed)
-        summary = run_demo_study(args.data, args.seeds, args.out, config)
+        methods = args.methods or list(DEMO_METHODS)
+        summary = run_demo_study(
+            args.data, args.seeds, args.out, config, methods, progress=_study_progress
+        )
     shown = ("condition", "scale", "method", "fpa_mean", "fpa_consistent_mean")
     print(summary[[c for c in shown if c in summary]].to_string(index=False))
     print(f"wrote {Path(args.out) / 'summary.md'}")
     return 0
+
+
+def _study_progress(event) -> None:
+    """One line per finished row of the demo study (a long job: show it moving)."""
+    if event.phase == "done":
+        fpa = (event.metrics or {}).get("fpa", float("nan"))
+        print(f"{event.method} seed {event.seed}: FPA {fpa:.3f}", flush=True)
 
 
 def cmd_pretrain(args) -> int:

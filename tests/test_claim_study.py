@@ -193,3 +193,20 @@ def test_demo_runner_summarises_registry_rows(image_tree_dir, tmp_path):
     assert (summary["seeds"] == 2).all()
     assert summary.loc[0, "d_fpa_mean"] == 0.0 or math.isnan(summary.loc[0, "d_fpa_mean"])
     assert "vs level-ce" in (tmp_path / "summary.md").read_text()
+
+    # a second call reads each seed's rows back instead of training again
+    from hiercore.baselines import compare
+
+    def refuse(*a, **k):
+        raise AssertionError("a finished seed was trained again")
+
+    original = compare.run_comparison
+    compare.run_comparison = refuse
+    try:
+        again = run_demo_study(
+            str(image_tree_dir), 2, tmp_path, config, methods=("level-ce", "ce-balance")
+        )
+    finally:
+        compare.run_comparison = original
+    assert again["fpa_mean"].tolist() == summary["fpa_mean"].tolist()
+    assert sorted(p.name for p in tmp_path.glob("seed*")) == ["seed0", "seed1"]
