@@ -69,3 +69,50 @@ def _display_name(path: str | Path) -> str:
     """ "twemoji/1F600.png": the style folder tells the drawings of an emoji apart."""
     p = Path(path)
     return f"{p.parent.name}/{p.name}"
+
+
+# ------------------------------------------------------------- the method on the demo (#8 F)
+DEMO_STUDY = Path(__file__).resolve().parents[1] / "results" / "claim" / "demo"
+"""The claim study's demo setting as shipped (`runs.csv`, one row per method and seed)."""
+
+EFFECT_METHODS = ("zero-shot", "level-ce", "tpkl-hisce")
+"""What the demo's one-click comparison measures: no training, CE, the paper's losses."""
+
+
+def demo_study_runs(folder: str | Path = DEMO_STUDY):
+    """The shipped per-seed rows of the demo study, or None where it was not measured."""
+    import pandas as pd
+
+    path = Path(folder) / "runs.csv"
+    if not path.is_file():
+        return None
+    runs = pd.read_csv(path)
+    if runs.empty or not {"method", "seed", "fpa"} <= set(runs.columns):
+        return None
+    return runs
+
+
+def cached_comparison(runs, methods=EFFECT_METHODS, config: dict | None = None):
+    """The newest finished comparison in `runs` (a project's run table) that measured every
+    one of `methods` with the same settings as `config` (where given); None if there is none.
+
+    This is what makes the demo's one-click comparison cached: a second click shows the
+    comparison already measured instead of training it again.
+    """
+    from hiercore.config import RunConfig
+    from hiercore.errors import HierTuneError
+
+    wanted = None if config is None else RunConfig.from_dict(config).to_dict()
+    for r in runs.sort_values("id", ascending=False).itertuples():
+        cfg = dict(r.config or {})
+        done = cfg.pop("compare_methods", None)
+        if r.state != "finished" or not done or not set(methods) <= set(done):
+            continue
+        if wanted is not None:
+            try:
+                if RunConfig.from_dict(cfg).to_dict() != wanted:
+                    continue
+            except HierTuneError:  # a config this version no longer reads: not the same
+                continue
+        return r
+    return None

@@ -36,6 +36,7 @@ from webapp.feedback import ok, user_errors
 from webapp.literal import md_text
 from webapp.run_jobs import is_comparison, submit_comparison
 from webapp.state import Studio, default_model
+from webapp.tabs import demo_effect
 
 MAX_CLASSES = 60
 MAX_GALLERY = 60
@@ -202,7 +203,8 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
                 map_level = gr.Dropdown(label="Colour images by level", choices=[], scale=1)
             nodes_plot = gr.Plot(label="Node text embeddings before vs after fine-tuning")
             images_plot = gr.Plot(label="Validation image embeddings")
-        with gr.Tab("Run comparison"):
+        with gr.Tab("Run comparison", elem_id="results-compare-tab"):
+            effect, effect_refresh = demo_effect.build(studio, project)
             compare_plot = gr.Plot(label="Runs of this project")
             with gr.Row():
                 compare_methods = gr.Dropdown(
@@ -431,16 +433,17 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
     )
 
     def refresh(pid):
+        panel = effect_refresh(pid)
         try:
             pid = studio.project_id(pid)
         except HierTuneError:
-            return gr.update(choices=[], value=None), None
+            return gr.update(choices=[], value=None), None, *panel
         choices = finished_runs(studio, pid)
         frame = comparison_frame(studio, pid)
         fig = comparison_table_figure(frame) if not frame.empty else None
-        return gr.update(choices=choices, value=choices[0][1] if choices else None), fig
+        return gr.update(choices=choices, value=choices[0][1] if choices else None), fig, *panel
 
-    return ResultsTab([run, compare_plot], refresh)
+    return ResultsTab([run, compare_plot, *effect.outputs], refresh)
 
 
 def image_map_figure(res, level) -> object:
