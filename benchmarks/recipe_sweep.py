@@ -61,6 +61,13 @@ SETTINGS: dict[str, dict] = {
         "logit_scale": 50.0,
     },
     "vision-r16-lr1e-2-10ep": {**_R16, "epochs": 10},
+    "vision-r16-lr1e-2-10ep-ce-style": {
+        **_R16,
+        "epochs": 10,
+        "alpha": 0.0,
+        "lam": 0.0,
+        "style_augment": True,
+    },
     "vision-r16-lr1e-2-20ep-ce": {**_R16, "epochs": 20, "alpha": 0.0, "lam": 0.0},
     "vision-r16-lr1e-2-20ep-ce-learnscale": {
         **_R16,

@@ -93,6 +93,11 @@ class RunConfig:
         False,
         "Train the logit scale with the adapters (starting from the fixed or the model's value).",
     )
+    style_augment: bool = setting(
+        False,
+        "Vary colour, contrast, greyscale and blur of training images (pretraining's style "
+        "augmentation), so a fine-tune is pushed to ignore the art style.",
+    )
     epochs: int = setting(10, "Passes over the training images.")
     batch_size: int = setting(32, "Images per optimiser micro-batch.")
     grad_accum: int = setting(1, "Micro-batches per optimiser step.")
@@ -151,7 +156,13 @@ class RunConfig:
                     f"Run setting {name} must be a non-empty text of at most {MAX_TEXT} "
                     f"characters, not {_shown(value)}."
                 )
-        for name in ("flat", "eval_every_epoch", "tpkl_size_correction", "learn_logit_scale"):
+        for name in (
+            "flat",
+            "eval_every_epoch",
+            "tpkl_size_correction",
+            "learn_logit_scale",
+            "style_augment",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise HierTuneError(
                     f"Run setting {name} must be true or false, not {_shown(getattr(self, name))}."

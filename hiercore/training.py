@@ -91,6 +91,18 @@ def build_model(config: RunConfig, taxonomy: Taxonomy, device: torch.device) -> 
     return HierClip(bundle, taxonomy, config.templates).to(device)
 
 
+def restyle(x: torch.Tensor, visual: torch.nn.Module) -> torch.Tensor:
+    """Pretraining's style augmentation (`hiercore.pretrain.augment_batch`) on a batch the
+    model's preprocessing already normalised: undo the normalisation, augment, redo it."""
+    from hiercore.pretrain import augment_batch
+
+    mean = torch.tensor(getattr(visual, "image_mean", None) or (0.5, 0.5, 0.5), device=x.device)
+    std = torch.tensor(getattr(visual, "image_std", None) or (0.5, 0.5, 0.5), device=x.device)
+    mean, std = mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1)
+    pixels = ((x * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+    return ((augment_batch(pixels) - mean) / std).to(x.dtype)
+
+
 def train(
     config: RunConfig,
     taxonomy: Taxonomy,
@@ -191,7 +203,10 @@ def train(
         for batch in loader:
             if stop.is_set() or (config.max_steps and step >= config.max_steps):
                 break
-            x, targets = batch[0].to(device), batch[1].to(device)
+            x = batch[0]
+            if config.style_augment and vision_trains:  # on the CPU, where the loader left it
+                x = restyle(x, model.clip.visual)
+            x, targets = x.to(device), batch[1].to(device)
             if level_mask is not None:
                 targets = targets.masked_fill(~level_mask.to(device), -1)
             with autocast(device):

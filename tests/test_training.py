@@ -199,3 +199,23 @@ def test_cli_taxonomy_check_prints_levels(tmp_path):
     r = run_cli("taxonomy", "check", str(tmp_path / "t.csv"))
     assert r.returncode == 0, r.stderr
     assert "3 levels" in r.stdout and "padding" in r.stdout
+
+
+def test_restyle_varies_style_but_keeps_the_normalisation():
+    from types import SimpleNamespace
+
+    import torch
+
+    from hiercore.training import restyle
+
+    torch.manual_seed(0)
+    visual = SimpleNamespace(image_mean=[0.48, 0.46, 0.41], image_std=[0.27, 0.26, 0.28])
+    mean = torch.tensor(visual.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(visual.image_std).view(1, 3, 1, 1)
+    pixels = torch.rand(16, 3, 32, 32)
+    x = (pixels - mean) / std
+    y = restyle(x, visual)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    back = y * std + mean
+    assert back.min() >= -1e-4 and back.max() <= 1 + 1e-4  # still images, same normalisation
+    assert not torch.allclose(y, x, atol=0.05)  # and they changed

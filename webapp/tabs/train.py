@@ -82,6 +82,7 @@ HIDDEN_IN_FORM = {
     "balance": "a control of the claim study; the comparison's ce-balance row trains it",
     "device": "the studio trains where it runs: on its GPU when it has one",
     "eval_every_epoch": "the live validation curve is the form's progress display",
+    "style_augment": "a recipe setting measured in results/recipe; the default is the measured one",
     "logit_scale": "a recipe setting measured in results/recipe; the default is the measured one",
     "learn_logit_scale": "a recipe setting measured in results/recipe; the default is the "
     "measured one",
