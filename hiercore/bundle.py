@@ -17,10 +17,11 @@ from hiercore.config import RunConfig
 from hiercore.errors import HierTuneError
 from hiercore.models.loading import DEFAULT_MODEL_DIR, DEFAULT_TEMPLATES
 from hiercore.models.prompts import check_templates, node_prompts
+from hiercore.run_folder import ADAPTER, CONFIG, HISTORY, METRICS, STATUS, TAXONOMY, RunFolder
 from hiercore.taxonomy import Taxonomy
 
-REQUIRED = ("adapter.safetensors", "taxonomy.json", "config.json", "metrics.json")
-OPTIONAL = ("history.json",)
+REQUIRED = (ADAPTER, TAXONOMY, CONFIG, METRICS)
+OPTIONAL = (HISTORY, STATUS)
 
 README = """HierTune run bundle
 
@@ -71,21 +72,19 @@ def bundle_prompts(taxonomy: Taxonomy, templates: list[str]) -> dict:
 
 def build_bundle(run_dir: str | Path, out_zip: str | Path) -> Path:
     """Write the export zip of the finished run in `run_dir` to `out_zip`; returns its path."""
-    run = Path(run_dir)
-    missing = [name for name in REQUIRED if not (run / name).is_file()]
+    folder = RunFolder(run_dir)
+    missing = folder.missing(REQUIRED)
     if missing:
         raise HierTuneError(
-            f"Run folder {run} has no {missing[0]}: only a finished run can be exported."
+            f"Run folder {folder.path} has no {missing[0]}: only a finished run can be exported."
         )
-    config = RunConfig.load(run / "config.json")
-    taxonomy = Taxonomy.from_dict(json.loads((run / "taxonomy.json").read_text()))
-    prompts = bundle_prompts(taxonomy, run_templates(config))
+    prompts = bundle_prompts(folder.read_taxonomy(), run_templates(folder.read_config()))
     out = Path(out_zip)
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name in (*REQUIRED, *OPTIONAL):
-            if (run / name).is_file():
-                zf.write(run / name, arcname=name)
+            if folder.has(name):
+                zf.write(folder.file(name), arcname=name)
         zf.writestr("prompts.json", json.dumps(prompts, indent=1, ensure_ascii=False))
         zf.writestr("README.txt", README)
     return out

@@ -282,6 +282,7 @@ def split(taxonomy, samples, val_fraction: float, seed: int):
 def cmd_train(args) -> int:
     from hiercore.data import load_data
     from hiercore.progress_bars import TrainBar
+    from hiercore.run_folder import METRICS, RunFolder
     from hiercore.training import train
 
     config = config_from_args(args)
@@ -292,37 +293,33 @@ def cmd_train(args) -> int:
     bar.close()
     m = result.metrics
     print(json.dumps(_headline(m), indent=2))
-    print(f"wrote {Path(args.out) / 'metrics.json'}")
+    print(f"wrote {RunFolder(args.out).file(METRICS)}")
     return 0
 
 
 def cmd_eval(args) -> int:
     from hiercore.data import load_data
     from hiercore.evaluation import collect, score
-    from hiercore.models import HierClip, apply_lora, load_clip
-    from hiercore.taxonomy import Taxonomy
-    from hiercore.training import load_adapter
+    from hiercore.models import HierClip, load_clip
+    from hiercore.predict import load_run_model
+    from hiercore.run_folder import RunFolder
 
     if args.run:
-        run = Path(args.run)
-        config = RunConfig.load(run / "config.json")
-        taxonomy = Taxonomy.from_dict(json.loads((run / "taxonomy.json").read_text()))
+        folder = RunFolder(args.run)
         if not args.data:
-            print(json.dumps(json.loads((run / "metrics.json").read_text()), indent=2))
+            print(json.dumps(folder.read_metrics(), indent=2))
             return 0
-        bundle = load_clip(config.model, config.pretrained)
-        apply_lora(bundle.model, config.lora_spec)
-        load_adapter(bundle.model, run / "adapter.safetensors")
-        _, samples = load_data(args.data, str(run / "taxonomy.json"))
+        model = load_run_model(folder.path)  # the same loading as `predict --run`
+        config, taxonomy = folder.read_config(), model.taxonomy
+        _, samples = load_data(args.data, str(folder.taxonomy_file))
     else:
         if not args.data:
             raise HierTuneError("Zero-shot evaluation needs --data (and --model, or the default).")
         config = config_from_args(args)
         taxonomy, samples = load_data(args.data, args.taxonomy)
-        bundle = load_clip(config.model, config.pretrained)
+        model = HierClip(load_clip(config.model, config.pretrained), taxonomy, config.templates)
     if args.split == "val":
         _, samples = split(taxonomy, samples, config.val_fraction, config.seed)
-    model = HierClip(bundle, taxonomy, config.templates)
     metrics = score(collect(model, samples), model.parents())
     text = json.dumps(metrics, indent=2)
     if args.out:

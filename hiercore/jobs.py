@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from hiercore.errors import HierTuneError
+from hiercore.history import History
+from hiercore.run_folder import RunFolder
 from hiercore.store import Workspace, utc_now
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ def default_train_fn(
         progress=progress,
         stop_event=stop_event,
         # a resumed run (TrainingQueue.resume) continues from its last epoch checkpoint
-        resume=(out_dir / "checkpoint" / "state.json").is_file(),
+        resume=RunFolder(out_dir).has_checkpoint(),
     )
 
 
@@ -87,6 +89,7 @@ class TrainingQueue:
         self._lock = threading.Condition()
         self._waiting: collections.deque[int] = collections.deque()
         self._current: tuple[int, threading.Event] | None = None
+        self._recorder: ProgressRecorder | None = None
         self._worker: threading.Thread | None = None
         self._closing = False
 
@@ -120,7 +123,7 @@ class TrainingQueue:
                 raise HierTuneError(
                     f"Run #{run_id} is {run['state']}; only a stopped or failed run can resume."
                 )
-            if not (Path(run["out_dir"]) / "checkpoint" / "state.json").is_file():
+            if not RunFolder(run["out_dir"]).has_checkpoint():
                 raise HierTuneError(
                     f"Run #{run_id} has no checkpoint yet (it stopped before its first epoch "
                     "ended); start a new run instead."
@@ -137,11 +140,15 @@ class TrainingQueue:
     def stop(self, run_id: int) -> bool:
         """Cancel a run: the running one stops within a step, a queued one never starts.
 
-        Returns False when the run is neither running nor waiting here.
+        A running run's progress says at once that it is stopping (it still scores its
+        validation images before it ends, as stopped). Returns False when the run is
+        neither running nor waiting here.
         """
         with self._lock:
             if self._current is not None and self._current[0] == run_id:
                 self._current[1].set()
+                if self._recorder is not None:
+                    self._recorder.flush(force=True)
                 return True
             if run_id in self._waiting:
                 self._waiting.remove(run_id)
@@ -167,6 +174,7 @@ class TrainingQueue:
             "step": progress.get("step"),
             "steps_total": progress.get("steps_total"),
             "eta_s": progress.get("eta_s"),
+            "stopping": run["state"] == "running" and bool(progress.get("stopping")),
             "metrics": run["metrics"],
             "progress": progress,
             "error": run["error"],
@@ -223,7 +231,9 @@ class TrainingQueue:
         if stop_event.is_set():  # stopped between leaving the queue and starting
             ws.update_run(run_id, state="stopped", finished=utc_now())
             return
-        progress = ProgressRecorder(ws, run_id, self.min_progress_interval)
+        progress = ProgressRecorder(ws, run_id, self.min_progress_interval, stop_event)
+        with self._lock:
+            self._recorder = progress
         try:
             result = self.train_fn(run_id, run["config"], progress, stop_event)
         except Exception as exc:
@@ -236,6 +246,9 @@ class TrainingQueue:
                 log.exception("run %s failed", run_id)
             ws.update_run(run_id, state="failed", error=message, finished=utc_now())
             return
+        finally:
+            with self._lock:
+                self._recorder = None
         progress.flush()
         if isinstance(result, dict):  # {"metrics": ..., "state": ...} or the metrics alone
             metrics, reported = result.get("metrics", result), result.get("state")
@@ -251,19 +264,26 @@ class ProgressRecorder:
 
     Writes are throttled (at most one per `min_interval` seconds), except that phase
     changes and evaluation results are written at once and `flush` writes the last
-    event. Besides the latest event it keeps two curves for live charts that survive a
-    page reload: `loss_curve` ([step, total loss], thinned to at most MAX_CURVE_POINTS)
-    and `val_curve` (the evaluation dict of every epoch).
+    event. Besides the latest event it keeps the run's `History` under "history" (every
+    loss term of every step, thinned to at most MAX_CURVE_POINTS steps, and every
+    evaluation), so live charts survive a page reload, and "stopping" once the run's
+    `stop_event` is set.
     """
 
-    def __init__(self, workspace: Workspace, run_id: int, min_interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        run_id: int,
+        min_interval: float = 0.25,
+        stop_event: threading.Event | None = None,
+    ) -> None:
         self.workspace = workspace
         self.run_id = run_id
         self.min_interval = min_interval
+        self.stop_event = stop_event
         self._lock = threading.Lock()
         self._latest: dict | None = None
-        self._loss_curve: list[list[float]] = []
-        self._val_curve: list[dict] = []
+        self._history = History()
         self._last_write = float("-inf")
         self._pending = False
 
@@ -272,35 +292,26 @@ class ProgressRecorder:
         with self._lock:
             urgent = self._latest is None or data.get("phase") != self._latest.get("phase")
             self._latest = data
-            total = (data.get("losses") or {}).get("total")
-            if data.get("phase") == "train" and total is not None:
-                self._loss_curve.append([data.get("step", 0), total])
-                if len(self._loss_curve) > MAX_CURVE_POINTS:
-                    # Thinning by half keeps the whole run's shape in bounded JSON.
-                    self._loss_curve = self._loss_curve[::2]
+            recorded = self._history.add_event(data)
+            if recorded and len(self._history.steps) > MAX_CURVE_POINTS:
+                # thinning keeps the whole run's shape in bounded JSON
+                self._history = self._history.thinned(MAX_CURVE_POINTS // 2)
             if data.get("val"):
                 urgent = True
-                val = {"epoch": data.get("epoch"), **data["val"]}
-                if self._val_curve and self._val_curve[-1].get("epoch") == val["epoch"]:
-                    self._val_curve[-1] = val
-                else:
-                    self._val_curve.append(val)
             self._pending = True
             if urgent or time.monotonic() - self._last_write >= self.min_interval:
                 self._write()
 
-    def flush(self) -> None:
-        """Write the latest event if the throttle held it back."""
+    def flush(self, force: bool = False) -> None:
+        """Write the latest event if the throttle held it back (or at once, with `force`)."""
         with self._lock:
-            if self._pending:
+            if self._pending or force:
                 self._write()
 
     def _write(self) -> None:
-        progress = {
-            **(self._latest or {}),
-            "loss_curve": list(self._loss_curve),
-            "val_curve": list(self._val_curve),
-        }
+        progress = {**(self._latest or {}), "history": self._history.to_records()}
+        if self.stop_event is not None and self.stop_event.is_set():
+            progress["stopping"] = True
         self.workspace.update_run(self.run_id, progress=progress)
         self._last_write = time.monotonic()
         self._pending = False

@@ -7,7 +7,6 @@ path (docs/method.md §4), per-level probabilities and the top-k valid paths.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +14,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hiercore.config import RunConfig
 from hiercore.decode import consistent_topk, independent_decode
-from hiercore.errors import DataError, HierTuneError
+from hiercore.errors import DataError
 from hiercore.evaluation import autocast
 from hiercore.images import open_rgb, size_problem, to_rgb
 from hiercore.models import HierClip, apply_lora, load_clip
 from hiercore.models.loading import pick_device
+from hiercore.run_folder import MODEL_FILES, RunFolder
 from hiercore.taxonomy import Taxonomy
 
 
@@ -57,19 +56,8 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto") -> Predictor:
-        run = Path(run_dir)
-        for name in ("config.json", "taxonomy.json", "adapter.safetensors"):
-            if not (run / name).is_file():
-                raise HierTuneError(f"{run} is not a finished run folder: {name} is missing.")
-        from hiercore.training import load_adapter
-
-        config = RunConfig.load(run / "config.json")
-        taxonomy = Taxonomy.from_dict(json.loads((run / "taxonomy.json").read_text()))
         dev = pick_device(device)
-        bundle = load_clip(config.model, config.pretrained)
-        apply_lora(bundle.model, config.lora_spec)
-        load_adapter(bundle.model, run / "adapter.safetensors")
-        return cls(HierClip(bundle, taxonomy, config.templates).to(dev), dev)
+        return cls(load_run_model(run_dir).to(dev), dev)
 
     @classmethod
     def zero_shot(
@@ -138,6 +126,19 @@ class Predictor:
 
     def predict_files(self, paths: list[str | Path], k: int = 3) -> list[Prediction]:
         return self.predict([open_rgb(p) for p in paths], k=k)
+
+
+def load_run_model(run_dir: str | Path) -> HierClip:
+    """The adapted model of a run folder (or an unpacked bundle), on the CPU."""
+    from hiercore.training import load_adapter
+
+    folder = RunFolder(run_dir)
+    folder.require(MODEL_FILES)
+    config = folder.read_config()
+    bundle = load_clip(config.model, config.pretrained)
+    apply_lora(bundle.model, config.lora_spec)
+    load_adapter(bundle.model, folder.adapter_file)
+    return HierClip(bundle, folder.read_taxonomy(), config.templates)
 
 
 def _path_names(taxonomy: Taxonomy, index, path: list[int]) -> list[str]:

@@ -10,7 +10,6 @@ the run, since a UMAP fit takes seconds.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +17,9 @@ import numpy as np
 
 from hiercore.config import RunConfig
 from hiercore.errors import HierTuneError
+from hiercore.history import History
 from hiercore.metrics import confusion_matrices, inconsistency_by_subtree
+from hiercore.run_folder import RESULT_FILES, RunFolder
 from hiercore.taxonomy import LevelIndex, Taxonomy
 
 DECODINGS = ("independent", "consistent")
@@ -33,7 +34,7 @@ class RunResults:
     taxonomy: Taxonomy
     index: LevelIndex
     metrics: dict
-    history: list
+    history: History
     logits: list[np.ndarray]
     true: np.ndarray
     """(N, L) true index paths, -1 where unknown."""
@@ -47,14 +48,13 @@ class RunResults:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunResults:
-        run = Path(run_dir)
-        needed = ("config.json", "taxonomy.json", "metrics.json", "predictions.npz")
-        missing = [n for n in needed if not (run / n).is_file()]
+        folder = RunFolder(run_dir)
+        run = folder.path
+        missing = folder.missing(RESULT_FILES)
         if missing:
             raise HierTuneError(f"Run {run.name} has no {missing[0]} yet: it has not finished.")
-        taxonomy = Taxonomy.from_dict(json.loads((run / "taxonomy.json").read_text()))
-        history_file = run / "history.json"
-        with np.load(run / "predictions.npz", allow_pickle=False) as z:
+        taxonomy = folder.read_taxonomy()
+        with np.load(folder.predictions_file, allow_pickle=False) as z:
             depth = sum(1 for k in z.files if k.startswith("logits_"))
             logits = [z[f"logits_{i}"].astype(np.float32) for i in range(depth)]
             predicted = {d: z[f"pred_{d}"].astype(np.int64) for d in DECODINGS}
@@ -65,11 +65,11 @@ class RunResults:
             }
             return cls(
                 run_dir=run,
-                config=RunConfig.load(run / "config.json"),
+                config=folder.read_config(),
                 taxonomy=taxonomy,
                 index=LevelIndex.build(taxonomy),
-                metrics=json.loads((run / "metrics.json").read_text()),
-                history=json.loads(history_file.read_text()) if history_file.is_file() else [],
+                metrics=folder.read_metrics(),
+                history=folder.read_history(),
                 logits=logits,
                 true=z["true"].astype(np.int64),
                 predicted=predicted,

@@ -8,11 +8,13 @@ optimiser step, `stop_event` checked before every micro-batch (cancel within one
 a checkpoint after every epoch (adapter weights as safetensors, optimiser state) and
 `resume=True` to continue from it.
 
-Files written to `out_dir`: config.json, taxonomy.json, history.json, metrics.json,
-adapter.safetensors, predictions.npz (validation logits, paths, embeddings) and
-checkpoint/ (what resume needs). A checkpoint survives a kill at any instant: its files
-carry their epoch in their names and are written whole (temp file, fsync, rename) before
-state.json, which names them, is replaced; only then do the previous epoch's files go.
+Files written to `out_dir` (their layout is `hiercore.run_folder.RunFolder`'s):
+config.json, taxonomy.json, history.json, metrics.json, adapter.safetensors,
+predictions.npz (validation logits, paths, embeddings), status.json (training,
+evaluating, done: finished or stopped) and checkpoint/ (what resume needs). A checkpoint
+survives a kill at any instant: its files carry their epoch in their names and are
+written whole (temp file, fsync, rename) before state.json, which names them, is
+replaced; only then do the previous epoch's files go.
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ import io
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from pickle import UnpicklingError
 
@@ -39,9 +40,11 @@ from hiercore.config import RunConfig
 from hiercore.data import ImageLabelDataset, Sample
 from hiercore.errors import DataError, HierTuneError
 from hiercore.evaluation import autocast, collect, score
+from hiercore.history import History
 from hiercore.losses import hierarchical_loss
 from hiercore.models import HierClip, apply_lora, count_parameters, load_clip, lora_state_dict
 from hiercore.models.loading import pick_device
+from hiercore.run_folder import RunFolder, TrainingStatus
 from hiercore.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,8 @@ class ProgressEvent:
     """What a training run reports after each optimiser step and each evaluation."""
 
     phase: str
-    """'setup', 'train', 'eval' or 'done'."""
+    """'setup', 'train', 'eval' (an epoch's validation), 'final' (the loop has ended:
+    the final scoring of the validation images) or 'done'."""
     epoch: int = 0
     epochs: int = 0
     step: int = 0
@@ -116,7 +120,7 @@ def train(
     """Fine-tune, evaluate on `val_samples`, write the run folder; see module docstring."""
     config.validate()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(out).create()
     emit = progress or (lambda e: None)
     stop = stop_event or threading.Event()
     device = pick_device(config.device)
@@ -127,8 +131,9 @@ def train(
     index = model.index
     parents = model.parents()
     trainable, total = count_parameters(model.clip)
-    config.save(out / "config.json")
-    (out / "taxonomy.json").write_text(json.dumps(taxonomy.to_dict(), indent=1))
+    folder.write_config(config)
+    folder.write_taxonomy(taxonomy)
+    folder.write_status(TrainingStatus("training"))
 
     train_set = ImageLabelDataset(train_samples, index, model.bundle.preprocess_train)
     if len(train_set) == 0:
@@ -176,11 +181,10 @@ def train(
         optimizer, lambda s: lr_factor(s, warmup, steps_total)
     )
 
-    history: list[dict] = []
+    history = History()
     start_epoch, step = 0, 0
-    ckpt = out / "checkpoint"
-    if resume and (ckpt / "state.json").is_file():
-        start_epoch, step, history = _load_checkpoint(ckpt, model, optimizer, schedule, config)
+    if resume and folder.has_checkpoint():
+        start_epoch, step, history = _load_checkpoint(folder, model, optimizer, schedule, config)
         emit(
             ProgressEvent(
                 "setup",
@@ -240,7 +244,7 @@ def train(
             steps_done_here += 1
             rate = (time.time() - t_loop) / steps_done_here
             losses = {k: float(v.detach()) for k, v in terms.items()}
-            history.append({"step": step, "epoch": epoch + 1, "losses": losses})
+            history.add_step(step, epoch + 1, losses)
             emit(
                 ProgressEvent(
                     "train",
@@ -269,17 +273,21 @@ def train(
             )
             m = score(collect(model, val_samples, config.batch_size * 2, device), parents)
             val = {"fpa": m["fpa"], "tice": m["tice"], "consistent_fpa": m["consistent"]["fpa"]}
-            history.append({"step": step, "epoch": epoch + 1, "val": val})
+            history.add_val(step, epoch + 1, val)
             emit(ProgressEvent("eval", epoch + 1, config.epochs, step, steps_total, val=val))
-        _save_checkpoint(ckpt, model, optimizer, schedule, epoch + 1, step, history, config)
+        _save_checkpoint(folder, model, optimizer, schedule, epoch + 1, step, history, config)
         if config.max_steps and step >= config.max_steps:
             break
 
-    (out / "history.json").write_text(json.dumps(history))
-    write_durably(out / "adapter.safetensors", save(lora_state_dict(model.clip)))
+    trained = TrainingStatus(
+        "evaluating", state == "stopped", step, last_epoch, time.time() - started
+    )
+    folder.write_history(history)
+    folder.write_adapter(save(lora_state_dict(model.clip)))
+    folder.write_status(trained)
     emit(
         ProgressEvent(
-            "eval", last_epoch, config.epochs, step, steps_total, message="final evaluation"
+            "final", last_epoch, config.epochs, step, steps_total, message="final evaluation"
         )
     )
     val_pass = collect(model, val_samples, config.batch_size * 2, device)
@@ -287,7 +295,7 @@ def train(
     with torch.no_grad(), autocast(device):
         node_feats_after = model.encode_nodes().float()
     val_pass.save(
-        out / "predictions.npz",
+        folder.predictions_file,
         [p.cpu() for p in parents],
         {
             "node_feats_before": node_feats_before.cpu().numpy(),
@@ -307,7 +315,8 @@ def train(
         device=str(device),
         level_names=list(taxonomy.level_names),
     )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    folder.write_metrics(metrics)
+    folder.write_status(replace(trained, phase="done"))
     emit(
         ProgressEvent(
             "done",
@@ -336,73 +345,21 @@ def _flat_mask(depth: int) -> torch.Tensor:
     return mask
 
 
-# the file names of a checkpoint written before they carried the epoch
-_LEGACY_FILES = {
-    "adapter": "adapter.safetensors",
-    "optimizer": "optimizer.pt",
-    "history": "history.json",
-}
-
-
-def _save_checkpoint(ckpt: Path, model, optimizer, schedule, epoch, step, history, config):
-    """Write the epoch's checkpoint so that a kill at any moment leaves a whole one (the
-    previous or this), never a truncated file; state.json is the commit point."""
-    ckpt.mkdir(exist_ok=True)
-    files = {
-        "adapter": f"adapter-epoch{epoch}.safetensors",
-        "optimizer": f"optimizer-epoch{epoch}.pt",
-        "history": f"history-epoch{epoch}.json",
-    }
+def _save_checkpoint(folder: RunFolder, model, optimizer, schedule, epoch, step, history, config):
+    """The epoch's checkpoint, written whole by `RunFolder.save_checkpoint`."""
     opt = io.BytesIO()
     torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, opt)
-    write_durably(ckpt / files["adapter"], save(lora_state_dict(model.clip)))
-    write_durably(ckpt / files["optimizer"], opt.getvalue())
-    write_durably(ckpt / files["history"], json.dumps(history).encode())
-    state = {"epoch": epoch, "step": step, "config": config.to_dict(), "files": files}
-    write_durably(ckpt / "state.json", json.dumps(state).encode())
-    keep = {*files.values(), "state.json"}
-    for old in ckpt.iterdir():  # the previous epoch's files and any half-written temp file
-        if old.name not in keep and old.is_file():
-            old.unlink(missing_ok=True)
+    parts = {
+        "adapter": save(lora_state_dict(model.clip)),
+        "optimizer": opt.getvalue(),
+        "history": json.dumps(history.to_records()).encode(),
+    }
+    folder.save_checkpoint(epoch, step, config.to_dict(), parts)
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically: a reader (or a crash) sees the old file or
-    the new one, whole, never a truncated mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some systems cannot open a folder; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _load_checkpoint(ckpt: Path, model, optimizer, schedule, config: RunConfig):
-    try:
-        state = json.loads((ckpt / "state.json").read_text())
-        files = state.get("files") or _LEGACY_FILES
-    except (OSError, ValueError, AttributeError) as exc:
-        raise HierTuneError(
-            f"Cannot resume: {ckpt / 'state.json'} is unreadable ({exc})."
-        ) from None
+def _load_checkpoint(folder: RunFolder, model, optimizer, schedule, config: RunConfig):
+    ckpt = folder.checkpoint_dir
+    state, files = folder.checkpoint_state()
     # settings added after the checkpoint was written take their defaults
     saved = {**RunConfig().to_dict(), **state["config"]}
     now = config.to_dict()
@@ -416,11 +373,11 @@ def _load_checkpoint(ckpt: Path, model, optimizer, schedule, config: RunConfig):
             f"Cannot resume: the checkpoint was made with different settings ({', '.join(diff)})."
         )
     try:
-        load_adapter(model.clip, ckpt / files["adapter"])
-        opt = torch.load(ckpt / files["optimizer"], map_location="cpu", weights_only=True)
+        load_adapter(model.clip, files["adapter"])
+        opt = torch.load(files["optimizer"], map_location="cpu", weights_only=True)
         optimizer.load_state_dict(opt["optimizer"])
         schedule.load_state_dict(opt["schedule"])
-        history = json.loads((ckpt / files["history"]).read_text())
+        history = History.from_records(json.loads(files["history"].read_text()))
     except HierTuneError:  # an adapter that does not fit says so itself
         raise
     except (

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hiercore.errors import HierTuneError
+from hiercore.history import History
 from hiercore.jobs import TrainingQueue
 from hiercore.store import INTERRUPTED, Workspace
 
@@ -86,8 +87,11 @@ def test_progress_and_metrics_flow_into_the_database(ws, project):
     assert (status["epoch"], status["step"], status["phase"]) == (2, 6, "done")
     assert status["queue_position"] is None
     progress = status["progress"]
-    assert progress["loss_curve"] == [[s, 10.0 - s] for s in range(1, 7)]
-    assert progress["val_curve"] == [{"epoch": 1, "fpa": 0.25}, {"epoch": 2, "fpa": 0.5}]
+    history = History.from_progress(progress)
+    assert [(p.step, p.losses) for p in history.steps] == [
+        (s, {"total": 10.0 - s}) for s in range(1, 7)
+    ]
+    assert [(p.epoch, p.val) for p in history.evals] == [(1, {"fpa": 0.25}), (2, {"fpa": 0.5})]
     run = ws.get_run(run_id)
     assert run["started"] <= run["finished"]
     # A second connection (another tab, a reloaded page) sees the same job.

@@ -10,26 +10,32 @@ import pytest
 from imagegen import write_tree
 
 from hiercore.config import RunConfig
+from hiercore.history import History
 from hiercore.ingest import import_files
+from hiercore.jobs import MAX_CURVE_POINTS, ProgressRecorder
 from hiercore.predict import Predictor
-from webapp.run_jobs import LossTerms, is_comparison, submit_comparison
+from webapp.run_jobs import is_comparison, submit_comparison
 from webapp.state import Studio
 from webapp.tabs.predict import bundle_for_run
 from webapp.tabs.results import comparison_frame, finished_runs
 from webapp.tabs.train import live_history, start_run
 
 
-def test_loss_terms_keep_every_term_and_stay_bounded():
-    terms = LossTerms()
-    for step in range(1, 1001):
-        points = terms.add(
-            {"phase": "train", "step": step, "epoch": 1, "losses": {"total": 1.0, "ce": 0.5}}
-        )
-    assert terms.add({"phase": "eval", "val": {"fpa": 0.5}}) == points
-    assert len(points) <= 400
-    assert points[0]["step"] == 1 and points[-1]["losses"] == {"total": 1.0, "ce": 0.5}
-    steps = [p["step"] for p in points]
-    assert steps == sorted(steps)
+def test_the_stored_history_keeps_every_term_and_stays_bounded(tmp_path):
+    from hiercore.store import Workspace
+
+    with Workspace(tmp_path / "ws") as ws:
+        run_id = ws.create_run(ws.create_project("p"), "r", {})
+        record = ProgressRecorder(ws, run_id, min_interval=0.0)
+        for step in range(1, 1001):
+            losses = {"total": 1.0, "ce": 0.5}
+            record({"phase": "train", "step": step, "epoch": 1, "losses": losses})
+        record({"phase": "eval", "step": 1000, "epoch": 1, "val": {"fpa": 0.5}})
+        history = History.from_progress(ws.get_run(run_id)["progress"])
+    steps = [p.step for p in history.steps]
+    assert len(steps) <= MAX_CURVE_POINTS and steps == sorted(steps) and steps[0] == 1
+    assert history.steps[-1].losses == {"total": 1.0, "ce": 0.5}
+    assert history.last_val == {"fpa": 0.5}
 
 
 def wait(studio: Studio, run_id: int, timeout: float = 120) -> dict:
@@ -62,11 +68,11 @@ def test_run_and_comparison_jobs(studio, tmp_path):
     status = wait(studio, run_id)
     assert status["state"] == "finished", status["error"]
     # the live chart's points came from the database: every loss term, every step
-    terms = status["progress"]["loss_terms"]
-    assert [p["step"] for p in terms] == [1, 2]
-    assert set(terms[0]["losses"]) == {"total", "ce", "tpkl", "hisce"}
+    terms = History.from_progress(status["progress"]).steps
+    assert [p.step for p in terms] == [1, 2]
+    assert set(terms[0].losses) == {"total", "ce", "tpkl", "hisce"}
     history = live_history(studio, status)  # a finished run reads history.json
-    assert [h["step"] for h in history if "losses" in h] == [1, 2]
+    assert [p.step for p in history.steps] == [1, 2]
 
     # the export bundle, unzipped, is a run folder that predicts like the run itself
     bundle = bundle_for_run(studio, run_id)

@@ -5,8 +5,8 @@ config dict is a `RunConfig`; a comparison's carries `compare_methods` besides, 
 metrics hold one entry per method under "comparison" so the results tab's comparison
 table can list them beside the project's own runs.
 
-For the live chart every loss term is kept in the progress the queue stores (the
-queue's recorder keeps the total only), so a reload or another tab draws the same curves.
+For the live chart the queue's recorder keeps the run's `hiercore.history.History` (every
+loss term) in the progress it stores, so a reload or another tab draws the same curves.
 """
 
 from __future__ import annotations
@@ -18,24 +18,7 @@ from hiercore.errors import HierTuneError
 from hiercore.jobs import default_train_fn
 from hiercore.store import Workspace
 
-MAX_LOSS_POINTS = 400
 COMPARE_KEY = "compare_methods"
-
-
-class LossTerms:
-    """Every loss term per step, halved in resolution when it grows past MAX_LOSS_POINTS."""
-
-    def __init__(self) -> None:
-        self.points: list[dict] = []
-
-    def add(self, event: dict) -> list[dict]:
-        if event.get("phase") == "train" and event.get("losses"):
-            self.points.append(
-                {"step": event.get("step"), "epoch": event.get("epoch"), "losses": event["losses"]}
-            )
-            if len(self.points) > MAX_LOSS_POINTS:
-                self.points = self.points[::2]
-        return list(self.points)
 
 
 def _as_dict(event) -> dict:
@@ -46,13 +29,7 @@ def studio_train_fn(workspace: Workspace, run_id: int, config: dict, progress, s
     """The queue's train function: a comparison when the config asks for one, else a run."""
     if COMPARE_KEY in config:
         return comparison_job(workspace, run_id, config, progress, stop_event)
-    terms = LossTerms()
-
-    def forward(event) -> None:
-        data = _as_dict(event)
-        progress({**data, "loss_terms": terms.add(data)})
-
-    return default_train_fn(workspace, run_id, config, forward, stop_event)
+    return default_train_fn(workspace, run_id, config, progress, stop_event)
 
 
 def comparison_job(workspace: Workspace, run_id: int, config: dict, progress, stop_event):

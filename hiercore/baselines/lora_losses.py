@@ -33,8 +33,9 @@ import numpy as np
 from hiercore.baselines.registry import Method, register_method
 from hiercore.baselines.result import MethodResult, levels_from_leaf_scores
 from hiercore.config import RunConfig
+from hiercore.run_folder import RunFolder
 from hiercore.taxonomy import LevelIndex
-from hiercore.training import ProgressEvent, train
+from hiercore.training import train
 
 
 class LoraLoss(Method):
@@ -84,19 +85,16 @@ class LoraLoss(Method):
     ) -> MethodResult:
         run_config = self.run_config(config)
         started = time.time()
-        # training time ends where the final scoring of the evaluation images begins
-        ended: list[float] = []
-
-        def watch(event: ProgressEvent) -> None:
-            if event.phase == "eval" and event.message == "final evaluation":
-                ended.append(time.time())
-            if progress is not None:
-                progress(event)
-
-        run_dir = Path(out_dir) / "run"
-        run = train(run_config, taxonomy, train_samples, val_samples, run_dir, watch, stop_event)
+        folder = RunFolder(Path(out_dir) / "run")
+        run = train(
+            run_config, taxonomy, train_samples, val_samples, folder.path, progress, stop_event
+        )
+        # training time ends where the final scoring of the evaluation images begins: the
+        # run folder's status records it when the loop ends
+        status = folder.read_status()
+        trained_s = status.train_time_s if status is not None else None
         index = LevelIndex.build(taxonomy)
-        with np.load(run_dir / "predictions.npz") as npz:
+        with np.load(folder.predictions_file) as npz:
             logits = [npz[f"logits_{i}"] for i in range(index.depth)]
             true = npz["true"]
         parents = [np.asarray(p) for p in index.parents]
@@ -111,7 +109,7 @@ class LoraLoss(Method):
             parents,
             trainable_params=trainable,
             clip_params=int(m.get("total_params", 0)) - trainable,
-            train_time_s=(ended[0] if ended else time.time()) - started,
+            train_time_s=trained_s if trained_s is not None else time.time() - started,
             state=run.state,
             notes=self.notes,
             leaf_only=self.flat,

@@ -1,7 +1,8 @@
 """Live training curves: loss terms per optimiser step and validation metrics per epoch.
 
-History entries are the dicts `hiercore.training.train` records (and its progress events
-carry): {"step", "epoch", "losses": {"total", "ce", "tpkl", "hisce"}} for a step and/or
+The history is a `hiercore.history.History` (what `hiercore.training.train` writes to
+history.json and the studio keeps in a running run's progress) or its records:
+{"step", "epoch", "losses": {"total", "ce", "tpkl", "hisce"}} for a step and
 {"step", "epoch", "val": {"fpa", "tice", ...}} after an epoch's evaluation.
 """
 
@@ -13,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from hiercore.figures.accuracy import as_float
+from hiercore.history import History
 
 LOSS_ORDER = ("total", "ce", "tpkl", "hisce")
 LOSS_LABELS = {"total": "total", "ce": "cross-entropy", "tpkl": "TP-KL", "hisce": "HiSCE"}
@@ -24,8 +26,10 @@ def _ordered(keys: set[str], preferred: Sequence[str]) -> list[str]:
     return [k for k in preferred if k in keys] + sorted(keys - set(preferred))
 
 
-def training_curves_figure(history: Sequence[Mapping]) -> go.Figure:
+def training_curves_figure(history: History | Sequence[Mapping]) -> go.Figure:
     """Two panels: each loss term against step, and validation FPA/TICE against epoch."""
+    if isinstance(history, History):
+        history = history.to_records()
     fig = make_subplots(
         rows=1,
         cols=2,

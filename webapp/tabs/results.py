@@ -32,6 +32,7 @@ from hiercore.figures import (
     tree_confusion_figure,
 )
 from hiercore.figures.lineage import entry_label, level_names_for, path_label
+from hiercore.run_folder import METRICS, RunFolder
 from webapp.feedback import ok, user_errors
 from webapp.literal import md_text
 from webapp.run_jobs import is_comparison, submit_comparison
@@ -467,7 +468,7 @@ def metrics_of(studio: Studio, run_id: int) -> dict:
     run = studio.workspace.get_run(run_id)
     if run["metrics"]:
         return run["metrics"]
-    path = Path(run["out_dir"] or "") / "metrics.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    folder = RunFolder(run["out_dir"] or "")
+    if folder.has(METRICS):
+        return folder.read_metrics()
     raise HierTuneError(f"Run #{run_id} has no metrics yet ({run['state']}).")

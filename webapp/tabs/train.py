@@ -21,7 +21,9 @@ import torch
 from hiercore.config import TARGETS, TOWERS, RunConfig, field_help
 from hiercore.errors import HierTuneError
 from hiercore.figures import training_curves_figure
+from hiercore.history import History
 from hiercore.models.prompts import check_templates
+from hiercore.run_folder import HISTORY, RunFolder
 from webapp.feedback import ok, user_errors
 from webapp.literal import md_text
 from webapp.state import Studio, default_model
@@ -209,15 +211,20 @@ def status_text(status: dict | None) -> str:
     if not status:
         return "No run yet: set the options above and press **Start training**."
     state = status["state"]
-    parts = [f"{STATE_ICONS.get(state, '')} **{md_text(status['name'])}** — **{state}**"]
+    stopping = state == "running" and status.get("stopping")
+    shown = state_label(status)
+    icon = STATE_ICONS["stopped" if stopping else state] if state in STATE_ICONS else ""
+    parts = [f"{icon} **{md_text(status['name'])}** — **{shown}**"]
     if state == "queued" and status.get("queue_position"):
         parts.append(f"position {status['queue_position']} in the queue")
     if status.get("epochs"):
         parts.append(f"epoch {status.get('epoch') or 0}/{status['epochs']}")
-    if status.get("steps_total"):
+    if status.get("steps_total") and state != "stopped":
         parts.append(f"step {status.get('step') or 0}/{status['steps_total']}")
     progress = status.get("progress") or {}
-    if state == "running":
+    if stopping:
+        parts.append("scoring the validation images of the partial run")
+    elif state == "running":
         if progress.get("message"):
             parts.append(md_text(progress["message"]))
         if status.get("eta_s") is not None:
@@ -225,10 +232,11 @@ def status_text(status: dict | None) -> str:
         losses = progress.get("losses") or {}
         if losses:
             parts.append("loss " + ", ".join(f"{k} {v:.3f}" for k, v in losses.items()))
-    val = (progress.get("val_curve") or [None])[-1]
+    val = History.from_progress(progress).last_val
     metrics = status.get("metrics") or {}
     if metrics.get("fpa") is not None:
-        parts.append(f"FPA {_pct(metrics['fpa'])}, TICE {_pct(metrics.get('tice'))}")
+        partial = "partial run: " if state == "stopped" else ""
+        parts.append(f"{partial}FPA {_pct(metrics['fpa'])}, TICE {_pct(metrics.get('tice'))}")
     elif val:
         parts.append(f"val FPA {_pct(val.get('fpa'))}, TICE {_pct(val.get('tice'))}")
     if status.get("error"):
@@ -236,33 +244,33 @@ def status_text(status: dict | None) -> str:
     return " · ".join(parts)
 
 
-def live_history(studio: Studio, status: dict | None) -> list[dict]:
+def state_label(status: dict) -> str:
+    """A run's state as the status line and the runs table say it: a run told to stop
+    says "stopping…" while it winds down, then "stopped after N steps"."""
+    state = status["state"]
+    if state == "running" and status.get("stopping"):
+        return "stopping…"
+    if state == "stopped":
+        steps = status.get("step")
+        if steps is None:
+            steps = (status.get("metrics") or {}).get("steps")
+        return "stopped" if steps is None else f"stopped after {steps} steps"
+    return state
+
+
+def live_history(studio: Studio, status: dict | None) -> History:
     """Loss and validation points of a run for `training_curves_figure`.
 
-    A finished run has its full history.json; a running one has the curves its progress
-    events keep in the database (every loss term when the studio's train function ran it,
-    else the total only).
+    A run that has ended has its full history.json; a running one has the history its
+    progress keeps in the database.
     """
     if not status:
-        return []
-    if status["state"] == "finished":
-        from pathlib import Path
-
-        run = studio.workspace.get_run(status["run_id"])
-        path = Path(run["out_dir"] or "") / "history.json"
-        if path.is_file():
-            import json
-
-            return json.loads(path.read_text())
-    progress = status.get("progress") or {}
-    points = progress.get("loss_terms") or [
-        {"step": s, "losses": {"total": v}} for s, v in progress.get("loss_curve") or []
-    ]
-    vals = [
-        {"epoch": v.get("epoch"), "val": {k: x for k, x in v.items() if k != "epoch"}}
-        for v in progress.get("val_curve") or []
-    ]
-    return [*points, *vals]
+        return History()
+    if status["state"] in ("finished", "stopped"):
+        folder = RunFolder(studio.workspace.get_run(status["run_id"])["out_dir"] or "")
+        if folder.has(HISTORY):
+            return folder.read_history()
+    return History.from_progress(status.get("progress"))
 
 
 def _pct(value) -> str:
@@ -383,7 +391,8 @@ def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
         run_id = watched_run(studio, pid, chosen)
         status = studio.queue.status(run_id) if run_id else None
         key = None if status is None else (run_id, status["state"], status.get("step"))
-        key = key and (*key, len((status.get("progress") or {}).get("val_curve") or []))
+        evals = len(History.from_progress((status or {}).get("progress")).evals)
+        key = key and (*key, status.get("stopping"), evals)
         fig = gr.skip() if key == last else training_curves_figure(live_history(studio, status))
         return progress_html(status), status_text(status), fig, key, project_runs(studio, pid)
 
