@@ -514,9 +514,9 @@ def test_comparison_table_shades_the_studio_columns_the_right_way():
     from webapp.tabs.results import COMPARISON_COLUMNS
 
     rows = [
-        ["#1 a", "ce", 0.5, 0.30, 0.6, 0.4, 2.0, 3.0],
-        ["#2 b", "ours", 0.7, 0.10, 0.8, 0.6, 1.0, 1.0],
-        ["#3 c", "flat", 0.6, 0.20, 0.7, 0.5, 1.5, 2.0],
+        ["#1 a", "finished", "ce", 0.5, 0.30, 0.6, 0.4, 2.0, 3.0],
+        ["#2 b", "finished", "ours", 0.7, 0.10, 0.8, 0.6, 1.0, 1.0],
+        ["#3 c", "finished", "flat", 0.6, 0.20, 0.7, 0.5, 1.5, 2.0],
     ]
     df = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     colours = F.comparison_table_figure(df).data[0].cells.fill.color
@@ -525,3 +525,13 @@ def test_comparison_table_shades_the_studio_columns_the_right_way():
     for column in ("FPA", "consistent FPA", "HCA", "TICE", "severity"):
         assert best[column] == [False, True, False], column  # run b is best on every metric
     assert best["trainable %"] == [False, False, False]  # a cost, not a quality
+
+
+def test_a_partial_row_is_grey_and_never_shaded_best():
+    df = pd.DataFrame({"run": ["a", "b", "c"], "FPA": [0.5, 0.9, 0.6], "TICE": [0.3, 0.0, 0.2]})
+    table = F.comparison_table_figure(df, partial=[False, True, False]).data[0]
+    fills = dict(zip(df.columns, table.cells.fill.color, strict=True))
+    assert [f != "white" for f in fills["FPA"]] == [False, False, True]  # b stopped early
+    assert [f != "white" for f in fills["TICE"]] == [False, False, True]
+    fonts = table.cells.font.color[0]
+    assert fonts[1] != fonts[0] == fonts[2]

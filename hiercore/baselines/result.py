@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import save_file
 
 from hiercore.metrics import evaluate_predictions
+from hiercore.run_folder import METRICS, PREDICTIONS, write_durably
 
 
 @dataclass
@@ -81,9 +82,10 @@ class MethodResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         metrics = self.metrics()
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+        text = json.dumps(metrics, indent=2, default=str)
+        write_durably(out / METRICS, text.encode())  # the run folder's names, written whole
         arrays = {f"logits_{i}": np.asarray(z, dtype=np.float32) for i, z in enumerate(self.logits)}
-        np.savez_compressed(out / "predictions.npz", true=self.true, **arrays)
+        np.savez_compressed(out / PREDICTIONS, true=self.true, **arrays)
         return metrics
 
 

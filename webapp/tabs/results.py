@@ -38,6 +38,7 @@ from webapp.literal import md_text
 from webapp.run_jobs import is_comparison, submit_comparison
 from webapp.state import Studio, default_model
 from webapp.tabs import demo_effect
+from webapp.tabs.train import state_label
 
 MAX_CLASSES = 60
 MAX_GALLERY = 60
@@ -111,6 +112,7 @@ def cell_choices(res, level: int) -> list[tuple[str, int]]:
 
 COMPARISON_COLUMNS = [
     "run",
+    "state",
     "method",
     "FPA",
     "TICE",
@@ -122,17 +124,32 @@ COMPARISON_COLUMNS = [
 
 
 def comparison_frame(studio: Studio, pid: int) -> pd.DataFrame:
-    """One row per finished run (and per compared method) with the headline metrics."""
+    """One row per finished or stopped run (and per compared method) with the headline
+    metrics; a stopped run's "state" says it is partial (`is_partial`)."""
     rows = []
     for r in studio.workspace.list_runs(pid).itertuples():
         m = r.metrics or {}
-        if r.state != "finished" or not m:
+        if r.state not in ("finished", "stopped") or not m:
             continue
+        state = "finished"
+        if r.state == "stopped":
+            label = state_label(
+                {"state": "stopped", "step": (r.progress or {}).get("step"), "metrics": m}
+            )
+            state = f"⏹️ {label} ({PARTIAL})"
         if not is_comparison(r.config):
-            rows.append(_comparison_row(f"#{r.id} {r.name}", run_method(r.config), m))
+            rows.append(_comparison_row(f"#{r.id} {r.name}", state, run_method(r.config), m))
         for method, mm in (m.get("comparison") or {}).items():
-            rows.append(_comparison_row(f"#{r.id} {method}", method, mm))
+            rows.append(_comparison_row(f"#{r.id} {method}", state, method, mm))
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+PARTIAL = "partial run"
+
+
+def is_partial(frame: pd.DataFrame) -> list[bool]:
+    """Rows of `comparison_frame` whose metrics come from a run stopped part way."""
+    return [state != "finished" for state in frame["state"]]
 
 
 def run_method(config: dict | None) -> str | None:
@@ -144,10 +161,11 @@ def run_method(config: dict | None) -> str | None:
         return (config or {}).get("method")
 
 
-def _comparison_row(name: str, method: str, m: dict) -> dict:
+def _comparison_row(name: str, state: str, method: str, m: dict) -> dict:
     c = m.get("consistent") or {}
     return {
         "run": name,
+        "state": state,
         "method": method or m.get("method", ""),
         "FPA": m.get("fpa"),
         "TICE": m.get("tice"),
@@ -441,7 +459,8 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
             return gr.update(choices=[], value=None), None, *panel
         choices = finished_runs(studio, pid)
         frame = comparison_frame(studio, pid)
-        fig = comparison_table_figure(frame) if not frame.empty else None
+        partial = is_partial(frame)
+        fig = comparison_table_figure(frame, partial=partial) if not frame.empty else None
         return gr.update(choices=choices, value=choices[0][1] if choices else None), fig, *panel
 
     return ResultsTab([run, compare_plot, *effect.outputs], refresh)

@@ -171,13 +171,18 @@ def project_runs(studio: Studio, pid: int | None) -> pd.DataFrame:
     rows = []
     for r in studio.workspace.list_runs(pid).itertuples():
         m = r.metrics or {}
+        progress = r.progress or {}
+        status = {"state": r.state, "step": progress.get("step"), "metrics": m}
+        status["stopping"] = r.state == "running" and progress.get("stopping")
+        # a stopped run's metrics are of a model trained part way: say so beside them
+        partial = " (partial)" if r.state == "stopped" else ""
         rows.append(
             {
                 "id": r.id,
                 "name": r.name,
-                "state": f"{STATE_ICONS.get(r.state, '')} {r.state}",
-                "FPA": _pct(m.get("fpa")),
-                "TICE": _pct(m.get("tice")),
+                "state": f"{STATE_ICONS.get(r.state, '')} {state_label(status)}",
+                "FPA": _pct(m.get("fpa")) + partial if m.get("fpa") is not None else "",
+                "TICE": _pct(m.get("tice")) + partial if m.get("tice") is not None else "",
                 "started": (r.started or "")[:19].replace("T", " "),
             }
         )
