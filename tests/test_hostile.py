@@ -601,6 +601,111 @@ def test_a_damaged_checkpoint_is_one_sentence(tiny_split, tmp_path):
     assert "\n" not in str(exc.value)
 
 
+CHECKPOINT_KILLER = """
+import json, os, signal, sys
+from pathlib import Path
+
+from hiercore.config import RunConfig
+from hiercore.data import Sample
+from hiercore.taxonomy import Taxonomy
+from hiercore.training import train
+
+out, point, data = sys.argv[1:]
+spec = json.loads(Path(data).read_text())
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+if point == "written":  # the temp file of epoch 2's adapter written, not yet synced
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if "adapter-epoch2" in os.readlink(f"/proc/self/fd/{fd}"):
+            die()
+        return real_fsync(fd)
+
+    os.fsync = fsync
+elif point == "rename":  # epoch 2's optimiser state whole in its temp file, not renamed
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name.startswith("optimizer-epoch2"):
+            die()
+        return real_replace(src, dst, *args, **kwargs)
+
+    os.replace = replace
+elif point == "commit":  # epoch 2's state.json in place, epoch 1's files not yet removed
+    os.unlink = lambda *args, **kwargs: die()
+config = RunConfig(**spec["config"])
+taxonomy = Taxonomy.from_dict(spec["taxonomy"])
+samples = [[Sample(p, n) for p, n in spec[side]] for side in ("train", "val")]
+train(config, taxonomy, *samples, out)
+print("finished")
+"""
+
+
+@pytest.mark.parametrize("point", ["written", "rename", "commit"])
+def test_a_kill_9_during_a_checkpoint_save_keeps_a_whole_checkpoint(tiny_split, tmp_path, point):
+    """The subprocess version of the test above (#9 D7): a real SIGKILL while epoch 2's
+    checkpoint is saved leaves a whole checkpoint (epoch 1's, or epoch 2's once its
+    state.json is in place) that loads and from which the run resumes."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    from hiercore.config import RunConfig
+    from hiercore.run_folder import RunFolder
+    from hiercore.training import train
+
+    tax, train_s, val_s = tiny_split
+    settings = dict(model="tiny-random", batch_size=8, device="cpu", eval_every_epoch=False)
+    spec = {
+        "config": {**settings, "epochs": 2},
+        "taxonomy": tax.to_dict(),
+        "train": [(s.path, s.node_id) for s in train_s],
+        "val": [(s.path, s.node_id) for s in val_s],
+    }
+    (tmp_path / "data.json").write_text(json.dumps(spec))
+    (tmp_path / "killer.py").write_text(CHECKPOINT_KILLER)
+    out = tmp_path / "run"
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "killer.py"), str(out), point, str(tmp_path / "data.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+
+    folder = RunFolder(out)
+    state, parts = folder.checkpoint_state()
+    assert state["epoch"] == (2 if point == "commit" else 1)
+    for path in parts.values():  # every part the commit point names is whole and loads
+        assert path.stat().st_size > 0, path.name
+    assert load_file(str(parts["adapter"]))
+    torch.load(parts["optimizer"], map_location="cpu", weights_only=True)
+    json.loads(parts["history"].read_text())
+    assert folder.read_status().state == "training"  # the run never reached its end
+
+    events = []
+    result = train(
+        RunConfig(**settings, epochs=3), tax, train_s, val_s, out, events.append, resume=True
+    )
+    assert result.state == "finished"
+    assert next(e.step for e in events if e.phase == "train") == state["step"] + 1
+    final, parts = folder.checkpoint_state()
+    assert final["epoch"] == 3
+    left = sorted(p.name for p in folder.checkpoint_dir.iterdir())
+    assert left == sorted(["state.json", *(p.name for p in parts.values())])
+
+
 # ---------------------------------------------------------------- D3: image sizes
 
 
