@@ -535,3 +535,71 @@ def test_a_partial_row_is_grey_and_never_shaded_best():
     assert [f != "white" for f in fills["TICE"]] == [False, False, True]
     fonts = table.cells.font.color[0]
     assert fonts[1] != fonts[0] == fonts[2]
+
+
+# ---- hostile names ----------------------------------------------------------------------
+
+HOSTILE = ["<b>x</b>", "<script>alert(1)</script>", "50%{x} & co", "<i>kind</i>"]
+
+
+def _strings(value) -> list[str]:
+    """Every string in a figure's JSON (trace and layout)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple | np.ndarray):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_node_names_with_html_are_drawn_as_text():
+    """Plotly renders <b>, <i>, <a>, ... and fills %{...} in whatever text it draws: a
+    name the user typed must reach the figure escaped, so it shows as typed (issue #9 D11)."""
+    import html as html_lib
+
+    tax = Taxonomy.from_nodes(
+        [
+            {"id": "a", "name": HOSTILE[0], "parent": ""},
+            {"id": "b", "name": HOSTILE[1], "parent": ""},
+            {"id": "c", "name": HOSTILE[2], "parent": "a"},
+            {"id": "d", "name": "plain", "parent": "b"},
+        ],
+        level_names=[HOSTILE[3], "genus"],
+    )
+    index = LevelIndex.build(tax)
+    rng = np.random.default_rng(0)
+    pred, true = random_paths(index, 12, rng)
+    from hiercore.metrics import confusion_matrices, inconsistency_by_subtree
+
+    metrics = {"level_accuracy": [0.5, 0.25], "inconsistency_by_level_pair": [0.1]}
+    ids = F.distinct_node_ids(index)
+    nodes_xy = rng.normal(size=(len(ids), 2))
+    subtrees = inconsistency_by_subtree(pred, true, [np.asarray(p) for p in index.parents])
+    subtrees.loc[:, "n_inconsistent"] = 1
+    runs = pd.DataFrame({"run": [f"#1 {HOSTILE[0]}", "#2 b"], "FPA": [0.5, 0.6]})
+    figures = {
+        "confusion": F.tree_confusion_figure(
+            confusion_matrices(pred, true, index.sizes)[1], index, tax, 2
+        ),
+        "sunburst": F.taxonomy_sunburst(tax),
+        "treemap": F.taxonomy_treemap(tax),
+        "accuracy": F.level_accuracy_figure(metrics, tax.level_names),
+        "pairs": F.inconsistency_pairs_figure(metrics, tax.level_names),
+        "subtrees": F.inconsistency_subtree_figure(subtrees, index, tax),
+        "nodes": F.node_embedding_figure(nodes_xy, nodes_xy, index, tax),
+        "images": F.image_embedding_figure(
+            rng.normal(size=(2, 2)), ["c", "d"], tax, 1, paths=[f"/x/{HOSTILE[0]}.png", "y.png"]
+        ),
+        "comparison": F.comparison_table_figure(runs),
+    }
+    for name, fig in figures.items():
+        texts = _strings(fig.to_plotly_json())
+        for raw in HOSTILE:
+            assert not any(raw in t for t in texts), (name, raw)
+        assert not any("<script" in t or "<b>" in t or "<i>" in t for t in texts), name
+    escaped = html_lib.escape(HOSTILE[0], quote=False)
+    for name in ("confusion", "sunburst", "treemap", "nodes", "images", "comparison"):
+        assert any(escaped in t for t in _strings(figures[name].to_plotly_json())), name
+    assert "50&#37;{x} &amp; co" in figures["sunburst"].data[0].labels
+    assert any("&lt;i&gt;kind&lt;/i&gt;" in t for t in figures["accuracy"].data[0].x)

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
+from hiercore.figures.lineage import shown
+
 DECODING_COLORS = {"independent": "#2E91E5", "consistent": "#1CA71C"}
 
 
@@ -35,7 +37,9 @@ def decodings(metrics: Mapping) -> list[tuple[str, Mapping]]:
 
 def _names(level_names: Sequence[str] | None, depth: int) -> list[str]:
     given = list(level_names or [])
-    return [given[i] if i < len(given) and given[i] else f"level {i + 1}" for i in range(depth)]
+    return [
+        shown(given[i]) if i < len(given) and given[i] else f"level {i + 1}" for i in range(depth)
+    ]
 
 
 def level_accuracy_figure(metrics: Mapping, level_names: Sequence[str] | None = None) -> go.Figure:

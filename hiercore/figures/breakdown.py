@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from hiercore.figures.accuracy import DECODING_COLORS, as_float, decodings, fmt_share
-from hiercore.figures.lineage import level_name, path_label
+from hiercore.figures.lineage import level_name, path_label, shown
 from hiercore.figures.palette import ancestor_colors
 from hiercore.taxonomy.levels import LevelIndex
 from hiercore.taxonomy.tree import Taxonomy
@@ -23,7 +23,7 @@ def pair_labels(level_names: Sequence[str] | None, n_pairs: int) -> list[str]:
     given = list(level_names or [])
 
     def name(i: int) -> str:
-        return given[i] if i < len(given) and given[i] else f"level {i + 1}"
+        return shown(given[i]) if i < len(given) and given[i] else f"level {i + 1}"
 
     return [f"{name(i)} → {name(i + 1)}" for i in range(n_pairs)]
 
@@ -76,7 +76,7 @@ def inconsistency_subtree_figure(
         for lv, pi in zip(rows["level"], rows["parent_index"], strict=True)
     ]
     labels = [
-        f"{path_label(tax, node)} → {level_name(tax, int(lv))}"
+        f"{shown(path_label(tax, node))} → {shown(level_name(tax, int(lv)))}"
         for node, lv in zip(nodes, rows["level"], strict=True)
     ]
     fig = go.Figure(

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from hiercore.figures.lineage import shown
+
 LOWER_IS_BETTER = (
     "tice",
     "consistent_tice",
@@ -37,7 +39,7 @@ def _cell_text(value: object) -> str:
         return "–"
     if isinstance(value, (float, np.floating)):
         return f"{value:.3f}"
-    return str(value)
+    return shown(value)  # a run's name is the user's
 
 
 def metric_key(column: object) -> str:
@@ -70,7 +72,7 @@ def comparison_table_figure(
     font = [PARTIAL_FONT if p else PLAIN_FONT for p in part]
     fig = go.Figure(
         go.Table(
-            header=dict(values=[str(c) for c in df.columns], fill_color="#eeeeee", align="left"),
+            header=dict(values=[shown(c) for c in df.columns], fill_color="#eeeeee", align="left"),
             cells=dict(
                 values=texts,
                 fill_color=fills,

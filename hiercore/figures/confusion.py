@@ -29,6 +29,7 @@ from hiercore.figures.lineage import (
     entry_label,
     level_name,
     path_label,
+    shown,
 )
 from hiercore.figures.palette import ancestor_colors
 from hiercore.taxonomy.levels import LevelIndex
@@ -92,9 +93,9 @@ def _band_traces(
         palette = sorted({colors[node] for node in nodes})
         code = {c: i for i, c in enumerate(palette)}
         codes = np.array([code[colors[node]] for node in nodes], dtype=float)
-        paths = np.array([path_label(tax, node) for node in nodes], dtype=object)
+        paths = np.array([shown(path_label(tax, node)) for node in nodes], dtype=object)
         strip = _discrete_strip(codes, palette)
-        name = level_name(tax, band_level)
+        name = shown(level_name(tax, band_level))
         hover = "%{customdata}<extra>" + name + "</extra>"
         xa, ya = f"x{k + 2}", f"y{k + 2}"
         x0 = k * (BAND + BAND_GAP)
@@ -153,8 +154,8 @@ def tree_confusion_figure(
     row_totals = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, row_totals, out=np.zeros(matrix.shape), where=row_totals > 0)
 
-    paths = [path_label(tax, index.node_at(glevel - 1, i)) for i in range(n)]
-    labels = [entry_label(index, tax, glevel, i) for i in range(n)]
+    paths = [shown(path_label(tax, index.node_at(glevel - 1, i))) for i in range(n)]
+    labels = [shown(entry_label(index, tax, glevel, i)) for i in range(n)]
     custom = np.empty((n, n, 7), dtype=object)
     rows, cols = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     custom[..., 0] = rows
@@ -191,24 +192,25 @@ def tree_confusion_figure(
     layout: dict = {}
     traces = [heat, *_band_traces(index, tax, glevel, n, layout)]
     ticks = dict(tickmode="array", tickvals=list(range(n)), ticktext=labels, showgrid=False)
+    group_name = shown(level_name(tax, glevel))
     layout["xaxis"] = dict(
-        domain=[left, 1.0], anchor="y", title=f"predicted ({level_name(tax, glevel)})", **ticks
+        domain=[left, 1.0], anchor="y", title=f"predicted ({group_name})", **ticks
     )
     layout["yaxis"] = dict(
         domain=[0.0, 1.0 - left],
         anchor="free",
         position=0.0,
         autorange="reversed",
-        title=f"true ({level_name(tax, glevel)})",
+        title=f"true ({group_name})",
         **ticks,
     )
-    name = level_name(tax, level)
+    name = shown(level_name(tax, level))
     if glevel == level:
         title = f"Confusion at {name}: {n} classes (rows true, columns predicted)"
     else:
         title = (
             f"Confusion at {name}, {size:,} classes grouped into {n} subtrees at "
-            f"{level_name(tax, glevel)} (matrix blocks summed)"
+            f"{group_name} (matrix blocks summed)"
         )
     fig = go.Figure(traces)
     side = max(450, min(1100, 200 + 22 * n))

@@ -10,12 +10,13 @@ study's `runs.csv`): one row per (method, seed).
 
 from __future__ import annotations
 
-import html
 import math
 
 import pandas as pd
 import plotly.graph_objects as go
 from scipy import stats
+
+from hiercore.figures.lineage import shown
 
 METRIC_LABELS = {
     "fpa": "FPA",
@@ -75,11 +76,11 @@ def method_effect_figure(
         fig.add_bar(
             x=labels,
             y=means,
-            name=f"{name} ({seeds} seed{'s' if seeds != 1 else ''})",
+            name=f"{shown(name)} ({seeds} seed{'s' if seeds != 1 else ''})",
             marker_color=COLOURS[i % len(COLOURS)],
             offsetgroup=str(i),
             error_y=dict(type="data", array=halves, visible=True, thickness=1.5, width=4),
-            customdata=[[html.escape(name), h] for h in halves],
+            customdata=[[shown(name), h] for h in halves],
             hovertemplate="%{customdata[0]}<br>%{x}: %{y:.3f} ± %{customdata[1]:.3f}"
             "<extra></extra>",
         )

@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from hiercore.figures.lineage import level_name, path_label, top_ancestor
+from hiercore.figures.lineage import level_name, path_label, shown, top_ancestor
 from hiercore.figures.palette import UNKNOWN_COLOR, ancestor_colors
 from hiercore.taxonomy.levels import LevelIndex
 from hiercore.taxonomy.tree import ROOT, Taxonomy
@@ -73,7 +73,7 @@ def node_embedding_figure(
     row_of = {n: i for i, n in enumerate(ids)}
     depth = np.array([tax.depth(n) for n in ids])
     tops = [top_ancestor(tax, n) for n in ids]
-    paths = [path_label(tax, n) for n in ids]
+    paths = [shown(path_label(tax, n)) for n in ids]
     edges = [(row_of[tax.parent(n)], i) for i, n in enumerate(ids) if tax.parent(n) in row_of]
     fig = make_subplots(
         rows=1,
@@ -105,7 +105,7 @@ def node_embedding_figure(
                 x=xy[rows, 0],
                 y=xy[rows, 1],
                 mode="markers",
-                name=tax.name(top),
+                name=shown(tax.name(top)),
                 legendgroup=top,
                 showlegend=col == 1,
                 marker=dict(
@@ -169,12 +169,12 @@ def image_embedding_figure(
         if node not in cache:
             group = _group_at(tax, node, level)
             top = top_ancestor(tax, node) if node is not None and node in tax else None
-            label = path_label(tax, node) if top is not None else "(unlabelled)"
+            label = shown(path_label(tax, node)) if top is not None else "(unlabelled)"
             cache[node] = (top, colors[group] if group else UNKNOWN_COLOR, label)
         return cache[node]
 
     info = [describe(node) for node in node_ids]
-    files = [os.path.basename(str(p)) for p in paths] if paths is not None else [""] * n
+    files = [shown(os.path.basename(str(p))) for p in paths] if paths is not None else [""] * n
     wrong = np.zeros(n, dtype=bool) if correct is None else ~np.asarray(correct, dtype=bool)
     fig = go.Figure()
     order = [*tax.children(ROOT), None]
@@ -187,7 +187,7 @@ def image_embedding_figure(
             x=coords[rows, 0],
             y=coords[rows, 1],
             mode="markers",
-            name=tax.name(top) if top is not None else "unlabelled",
+            name=shown(tax.name(top)) if top is not None else "unlabelled",
             legendgroup=top or "unlabelled",
             marker=dict(
                 color=[info[i][1] for i in rows],
@@ -210,7 +210,7 @@ def image_embedding_figure(
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     fig.update_layout(
-        title=f"Image embeddings coloured by {level_name(tax, level)}{method}",
+        title=f"Image embeddings coloured by {shown(level_name(tax, level))}{method}",
         legend=dict(title="first level"),
         height=560,
     )

@@ -3,9 +3,15 @@
 Figures speak of levels the way docs/method.md §1 does: 1..L, level 1 being the first level
 below the virtual root. Per-level entries are those of `LevelIndex` (padding copies
 included), so a figure axis follows the index order where a subtree is a contiguous block.
+
+Plotly renders a subset of HTML (and fills ``%{...}`` in hover templates) in every text it
+draws: labels, ticks, hover boxes, legends, titles, table cells. A name a user typed goes
+through `shown` before a figure draws it, so ``<b>x</b>`` or ``<script>`` shows as typed.
 """
 
 from __future__ import annotations
+
+import html
 
 import numpy as np
 
@@ -13,6 +19,12 @@ from hiercore.taxonomy.levels import LevelIndex
 from hiercore.taxonomy.tree import Taxonomy
 
 PATH_SEP = " / "
+
+
+def shown(text: object) -> str:
+    """`text` as Plotly should draw it literally: HTML's special characters, and the "%"
+    that starts a hover-template field, as character references (Plotly decodes them)."""
+    return html.escape(str(text), quote=False).replace("%", "&#37;")
 
 
 def check_level(index: LevelIndex, level: int) -> int:

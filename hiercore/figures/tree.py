@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
-from hiercore.figures.lineage import PATH_SEP
+from hiercore.figures.lineage import PATH_SEP, shown
 from hiercore.figures.palette import ancestor_colors
 from hiercore.taxonomy.tree import ROOT, Taxonomy
 
@@ -91,14 +91,14 @@ def _trace_args(
     if maxdepth is None:
         maxdepth = 3 if len(sectors.ids) > AUTO_MAXDEPTH_NODES else -1
     customdata = [
-        [path, sub, own, lv]
+        [shown(path), sub, own, lv]
         for path, sub, own, lv in zip(
             sectors.paths, sectors.subtree, sectors.own, sectors.leaves, strict=True
         )
     ]
     args = dict(
         ids=sectors.ids,
-        labels=sectors.labels,
+        labels=[shown(label) for label in sectors.labels],
         parents=sectors.parents,
         values=_values(sectors, size_by),
         branchvalues="total",
