@@ -227,7 +227,11 @@ class TrainingQueue:
     def _run(self, run_id: int, stop_event: threading.Event) -> None:
         ws = self.workspace
         run = ws.get_run(run_id)
-        ws.update_run(run_id, state="running", started=utc_now(), error=None)
+        fields = {}
+        earlier = run["progress"] or {}
+        if "stopping" in earlier:  # a resumed run is no longer being stopped
+            fields["progress"] = {k: v for k, v in earlier.items() if k != "stopping"}
+        ws.update_run(run_id, state="running", started=utc_now(), error=None, **fields)
         if stop_event.is_set():  # stopped between leaving the queue and starting
             ws.update_run(run_id, state="stopped", finished=utc_now())
             return

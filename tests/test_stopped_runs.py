@@ -34,8 +34,14 @@ def studio(tmp_path):
 
 def test_a_stopped_run_shows_as_stopping_then_stopped_and_partial(studio):
     wind_down = threading.Event()  # holds the run in its final scoring, as a real run would
+    resumed = threading.Event()
+    calls = []
 
     def train(run_id, config, progress, stop_event):
+        calls.append(run_id)
+        if calls.count(run_id) == 2:  # resumed
+            resumed.wait(10)
+            return {"state": "finished", "metrics": {"fpa": 0.7, "tice": 0.1, "steps": 500}}
         if config.get("stop_me"):
             step = 0
             while not stop_event.is_set():
@@ -97,3 +103,15 @@ def test_a_stopped_run_shows_as_stopping_then_stopped_and_partial(studio):
     # the stopped run's FPA and TICE are higher / lower, yet the finished run is the best
     assert [f != "white" for f in fills["FPA"]] == [False, False]  # one whole run: no ranking
     assert [f != "white" for f in fills["TICE"]] == [False, False]
+
+    # resumed, it no longer says it is stopping
+    from hiercore.run_folder import RunFolder
+
+    RunFolder(studio.workspace.get_run(run)["out_dir"]).save_checkpoint(1, steps, {}, {})
+    studio.queue.resume(run)
+    assert wait_for(lambda: studio.queue.status(run)["state"] == "running")
+    status = studio.queue.status(run)
+    assert not status["stopping"] and "stopping" not in status_text(status)
+    resumed.set()
+    assert wait_for(lambda: studio.queue.status(run)["state"] == "finished")
+    assert is_partial(comparison_frame(studio, pid)) == [False, False]
