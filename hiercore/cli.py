@@ -292,6 +292,8 @@ def cmd_train(args) -> int:
     result = train(config, taxonomy, train_s, val_s, args.out, progress=bar, resume=args.resume)
     bar.close()
     m = result.metrics
+    if not m:  # a torchrun process other than rank 0: rank 0 reports and writes
+        return 0
     print(json.dumps(_headline(m), indent=2))
     print(f"wrote {RunFolder(args.out).file(METRICS)}")
     return 0

@@ -2,11 +2,15 @@
 
 Read it top to bottom: build the model, freeze it and add adapters, cache whatever is
 frozen (image features when the vision tower has no adapters, node text features when
-the text tower has none), then a plain AdamW loop with a warm-up + cosine schedule,
-gradient accumulation and bf16 autocast on GPU. Hooks: `progress(event)` after every
-optimiser step, `stop_event` checked before every micro-batch (cancel within one step),
-a checkpoint after every epoch (adapter weights as safetensors, optimiser state) and
-`resume=True` to continue from it.
+the text tower has none) and the decoded training images (`hiercore.image_cache`), then a
+plain AdamW loop (fused where torch has it) with a warm-up + cosine schedule, gradient
+accumulation and bf16 autocast on GPU. One micro-batch is `hiercore.train_step.StepLoss`;
+under torchrun it runs in `DistributedDataParallel` (`hiercore.distributed`) and only
+rank 0 writes files. Losses are read back to the host only when they are reported (every
+step on CPU, every `LOG_EVERY` steps on GPU), so a GPU step never waits for the host.
+Hooks: `progress(event)` after every reported optimiser step, `stop_event` checked before
+every micro-batch (cancel within one step), a checkpoint after every epoch (adapter
+weights as safetensors, optimiser state) and `resume=True` to continue from it.
 
 Files written to `out_dir` (their layout is `hiercore.run_folder.RunFolder`'s):
 config.json, taxonomy.json, history.json, metrics.json, adapter.safetensors,
@@ -23,9 +27,11 @@ import io
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from pickle import UnpicklingError
@@ -34,20 +40,25 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from hiercore.config import RunConfig
 from hiercore.data import ImageLabelDataset, Sample
+from hiercore.distributed import join, leave
 from hiercore.errors import DataError, HierTuneError
 from hiercore.evaluation import autocast, collect, score
 from hiercore.history import History
-from hiercore.losses import hierarchical_loss
+from hiercore.image_cache import DecodedImages
 from hiercore.models import HierClip, apply_lora, count_parameters, load_clip, lora_state_dict
 from hiercore.models.loading import pick_device
 from hiercore.run_folder import RunFolder, TrainingStatus
 from hiercore.taxonomy import Taxonomy
+from hiercore.train_step import NodeText, StepLoss, loss_options
 
 log = logging.getLogger(__name__)
+
+LOG_EVERY = 10
+"""Optimiser steps between loss reports on a GPU (each report waits for the device)."""
 
 
 @dataclass
@@ -116,14 +127,17 @@ def train(
     progress: ProgressFn | None = None,
     stop_event: threading.Event | None = None,
     resume: bool = False,
+    image_cache: bool = True,
 ) -> RunResult:
-    """Fine-tune, evaluate on `val_samples`, write the run folder; see module docstring."""
+    """Fine-tune, evaluate on `val_samples`, write the run folder; see module docstring.
+
+    `image_cache=False` reads the training images from their files every epoch."""
     config.validate()
     out = Path(out_dir)
-    folder = RunFolder(out).create()
-    emit = progress or (lambda e: None)
+    procs, device = join(pick_device(config.device))
+    folder = RunFolder(out).create() if procs.is_main else RunFolder(out)
+    emit = (progress if procs.is_main else None) or (lambda e: None)
     stop = stop_event or threading.Event()
-    device = pick_device(config.device)
     started = time.time()
     emit(ProgressEvent("setup", epochs=config.epochs, message="loading model"))
 
@@ -131,9 +145,10 @@ def train(
     index = model.index
     parents = model.parents()
     trainable, total = count_parameters(model.clip)
-    folder.write_config(config)
-    folder.write_taxonomy(taxonomy)
-    folder.write_status(TrainingStatus("training"))
+    if procs.is_main:
+        folder.write_config(config)
+        folder.write_taxonomy(taxonomy)
+        folder.write_status(TrainingStatus("training"))
 
     train_set = ImageLabelDataset(train_samples, index, model.bundle.preprocess_train)
     if len(train_set) == 0:
@@ -142,25 +157,42 @@ def train(
     text_trains = config.lora in ("text", "both")
 
     with torch.no_grad(), autocast(device):
-        node_feats_before = model.encode_nodes().float()
+        node_feats_before = NodeText(model).encode().float()
     frozen_nodes = None if text_trains else node_feats_before
+    step_loss = StepLoss(model, loss_options(config), vision_trains, text_trains, frozen_nodes)
 
     if vision_trains:
-        loader = DataLoader(
-            train_set,
-            batch_size=config.batch_size,
-            shuffle=True,
-            drop_last=False,
-            generator=torch.Generator().manual_seed(config.seed),
-        )
+        dataset = train_set
+        if image_cache:
+            emit(ProgressEvent("setup", epochs=config.epochs, message="decoding the images"))
+            dataset = (
+                DecodedImages.build(
+                    train_set.samples, train_set.targets, model.bundle.preprocess_train, config.seed
+                )
+                or train_set
+            )
     else:  # encode the images once: the frozen tower gives the same features every epoch
         emit(ProgressEvent("setup", epochs=config.epochs, message="caching image features"))
         cached = collect(model, train_set.samples, config.batch_size, device, frozen_nodes)
-        loader = DataLoader(
-            TensorDataset(torch.from_numpy(cached.image_feats), torch.from_numpy(cached.true)),
-            batch_size=config.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(config.seed),
+        dataset = TensorDataset(torch.from_numpy(cached.image_feats), torch.from_numpy(cached.true))
+    # one shuffled order per epoch, shared by the processes (each reads its share of it)
+    sampler = DistributedSampler(
+        dataset, num_replicas=procs.world, rank=procs.rank, shuffle=True, seed=config.seed
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        pin_memory=device.type == "cuda",
+    )
+    if device.type == "cuda" and vision_trains and os.environ.get("HIERTUNE_COMPILE") == "1":
+        model.clip.visual.compile()  # in place: the adapter names stay the same
+    net = step_loss
+    if procs.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            step_loss,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,
         )
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -171,7 +203,7 @@ def train(
     groups = [{"params": decayed}]
     if len(decayed) < len(params):
         groups.append({"params": [model.clip.logit_scale], "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = adamw(groups, config.lr, config.weight_decay, device)
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     steps_total = steps_per_epoch * config.epochs
     if config.max_steps:
@@ -200,38 +232,33 @@ def train(
     t_loop, steps_done_here = time.time(), 0
     state = "finished"
     last_epoch = start_epoch
-    model.train()
+    log_every = LOG_EVERY if device.type == "cuda" else 1
+    net.train()
     for epoch in range(start_epoch, config.epochs):
         last_epoch = epoch + 1
         micro = 0
+        sampler.set_epoch(epoch)
+        if isinstance(dataset, DecodedImages):
+            dataset.set_epoch(epoch)
         for batch in loader:
             if stop.is_set() or (config.max_steps and step >= config.max_steps):
                 break
             x = batch[0]
             if config.style_augment and vision_trains:  # on the CPU, where the loader left it
                 x = restyle(x, model.clip.visual)
-            x, targets = x.to(device), batch[1].to(device)
+            x = x.to(device, non_blocking=True)
+            targets = batch[1].to(device, non_blocking=True)
             if level_mask is not None:
                 targets = targets.masked_fill(~level_mask.to(device), -1)
-            with autocast(device):
-                feats = model.encode_images(x) if vision_trains else x
-                node_feats = model.encode_nodes() if text_trains else frozen_nodes
-                logits = model.level_logits(feats, node_feats)
-                terms = hierarchical_loss(
-                    logits,
-                    targets,
-                    parents,
-                    config.alpha,
-                    config.lam,
-                    config.eps,
-                    ce_weight=config.ce_weight,
-                    balance=config.balance,
-                    tpkl_temperature=config.tpkl_temperature,
-                    tpkl_size_correction=config.tpkl_size_correction,
-                )
-            (terms["total"] / config.grad_accum).backward()
             micro += 1
-            if micro % config.grad_accum and micro < len(loader):
+            steps_now = micro % config.grad_accum == 0 or micro == len(loader)
+            # between optimiser steps the processes keep their gradients to themselves
+            local = net.no_sync() if procs.distributed and not steps_now else nullcontext()
+            with local:
+                with autocast(device):
+                    terms = net(x, targets)
+                (terms["total"] / config.grad_accum).backward()
+            if not steps_now:
                 continue
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -242,6 +269,8 @@ def train(
             schedule.step()
             step += 1
             steps_done_here += 1
+            if step % log_every and step != steps_total:
+                continue
             rate = (time.time() - t_loop) / steps_done_here
             losses = {k: float(v.detach()) for k, v in terms.items()}
             history.add_step(step, epoch + 1, losses)
@@ -260,7 +289,7 @@ def train(
         if stop.is_set():
             state = "stopped"
             break
-        if config.eval_every_epoch and val_samples:
+        if config.eval_every_epoch and val_samples and procs.is_main:
             emit(
                 ProgressEvent(
                     "eval",
@@ -275,10 +304,14 @@ def train(
             val = {"fpa": m["fpa"], "tice": m["tice"], "consistent_fpa": m["consistent"]["fpa"]}
             history.add_val(step, epoch + 1, val)
             emit(ProgressEvent("eval", epoch + 1, config.epochs, step, steps_total, val=val))
-        _save_checkpoint(folder, model, optimizer, schedule, epoch + 1, step, history, config)
+        if procs.is_main:
+            _save_checkpoint(folder, model, optimizer, schedule, epoch + 1, step, history, config)
         if config.max_steps and step >= config.max_steps:
             break
 
+    leave(procs)
+    if not procs.is_main:  # rank 0 evaluates and writes the run folder
+        return RunResult(state, {}, out)
     trained = TrainingStatus(
         "evaluating", state == "stopped", step, last_epoch, time.time() - started
     )
@@ -328,6 +361,14 @@ def train(
         )
     )
     return RunResult(state, metrics, out)
+
+
+def adamw(groups: list[dict], lr: float, weight_decay: float, device: torch.device):
+    """AdamW, fused into one kernel per step where this torch has it for `device`."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:

@@ -1,0 +1,115 @@
+"""The fast training step computes the old step's loss and gradients, for less work."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hiercore.losses import hierarchical_loss
+from hiercore.models import HierClip, LoraSpec, apply_lora, load_clip
+from hiercore.taxonomy import Taxonomy
+from hiercore.train_step import NodeText, StepLoss, encode_text_trimmed
+
+OPTIONS = {"alpha": 1.0, "lam": 1.0, "eps": 0.1}
+
+
+def taxonomy() -> Taxonomy:
+    """Two nodes share a name (so two prompts share a text) and one leaf stops a level short."""
+    tax = Taxonomy()
+    for a_name in ("birds", "cats"):
+        a = tax.add(a_name)
+        for f_name in ("small", "large"):
+            f = tax.add(f_name, a)
+            for g in range(2):
+                tax.add(f"{a_name} {f_name} genus {g} with a long name" * (g + 1), f)
+    tax.add("lizards", tax.add("reptiles"))
+    return tax
+
+
+def adapted(towers: str, seed: int = 0) -> HierClip:
+    torch.manual_seed(seed)
+    bundle = load_clip("tiny-random", seed=seed)
+    apply_lora(bundle.model, LoraSpec(towers, rank=4))
+    # LoRA's B starts at zero; move it so that the adapters shape the output
+    with torch.no_grad():
+        for name, p in bundle.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    return HierClip(bundle, taxonomy()).train()
+
+
+def batch(model: HierClip, n: int = 6):
+    g = torch.Generator().manual_seed(1)
+    size = model.bundle.image_size
+    x = torch.randn(n, 3, size, size, generator=g)
+    leaves = torch.randint(0, model.index.sizes[-1], (n,), generator=g)
+    targets = torch.stack([torch.as_tensor(model.index.path_from_leaf(int(t))) for t in leaves])
+    targets[0, -1] = -1  # a partial label
+    return x, targets
+
+
+def old_step(model: HierClip, x, targets) -> dict:
+    logits = model.level_logits(model.encode_images(x), model.encode_nodes())
+    return hierarchical_loss(logits, targets, model.parents(), **OPTIONS)
+
+
+def grads(model: HierClip) -> dict[str, torch.Tensor]:
+    out = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def test_trimmed_text_encoding_equals_the_full_context():
+    model = adapted("text")
+    tokens = model.tokens
+    assert int((tokens != 0).sum(1).max()) < tokens.shape[1]  # something to trim
+    with torch.no_grad():
+        full = model.clip.encode_text(tokens)
+        trimmed = encode_text_trimmed(model.clip, tokens)
+    torch.testing.assert_close(trimmed, full, rtol=1e-5, atol=1e-5)
+
+
+def test_node_text_shares_repeated_prompts_and_equals_encode_nodes():
+    model = adapted("text")
+    text = NodeText(model, chunk=3)
+    assert text.n_prompts < len(model.prompts)  # "small" and "large" under both classes
+    assert len(text.chunks) > 1
+    with torch.no_grad():
+        torch.testing.assert_close(text.encode(), model.encode_nodes(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("towers", ["vision", "text", "both"])
+def test_step_loss_and_gradients_equal_the_old_step(towers):
+    model = adapted(towers)
+    x, targets = batch(model)
+    old = old_step(model, x, targets)
+    old["total"].backward()
+    expected = grads(model)
+    assert expected  # the adapters of the tower(s) got gradients
+
+    step = StepLoss(model, OPTIONS, towers != "text", towers != "vision", chunk=4)
+    feats = x if towers != "text" else model.encode_images(x).detach()
+    new = step(feats, targets)
+    for k in ("ce", "tpkl", "hisce", "total"):
+        torch.testing.assert_close(new[k], old[k], rtol=1e-5, atol=1e-6)
+    new["total"].backward()
+    got = grads(model)
+    assert got.keys() == expected.keys()
+    for name, g in expected.items():
+        torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_recomputed_text_chunks_give_the_same_gradients():
+    model = adapted("both")
+    x, targets = batch(model)
+    results = []
+    for recompute in (False, True):
+        step = StepLoss(model, OPTIONS, True, True, recompute_text=recompute, chunk=3)
+        terms = step(x, targets)
+        terms["total"].backward()
+        results.append((terms["total"].detach(), grads(model)))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_b, loss_a)
+    assert any("transformer.resblocks" in n and "visual" not in n for n in grads_b)
+    for name, g in grads_a.items():
+        torch.testing.assert_close(grads_b[name], g, rtol=1e-5, atol=1e-7, msg=name)
