@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +87,15 @@ def demo_steps(lora: str, batch: int, device: torch.device) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
 
     def loader(dataset):
-        return cycle(DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True))
+        return cycle(
+            DataLoader(
+                dataset,
+                batch_size=batch,
+                shuffle=True,
+                drop_last=True,
+                pin_memory=device.type == "cuda",
+            )
+        )
 
     # plain: every tower runs every step, at full context
     plain_batches, plain_opt = loader(files), torch.optim.AdamW(params, lr=1e-4)
@@ -161,18 +170,31 @@ def demo_steps(lora: str, batch: int, device: torch.device) -> dict:
 
 
 def interleaved(steps: dict, repeats: int, warmup: int, device: torch.device) -> dict:
+    """Median step times; on a GPU also how often the fast step waited for the device
+    (`torch.cuda.set_sync_debug_mode` warns at each host synchronisation)."""
     times = {name: [] for name in steps}
     for _ in range(warmup):
         for fn in steps.values():
             fn()
+    syncs = 0
     for _ in range(repeats):
         for name, fn in steps.items():
             sync(device)
             t0 = time.perf_counter()
-            fn()
+            if device.type == "cuda" and name == "fast":
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    torch.cuda.set_sync_debug_mode("warn")
+                    fn()
+                    torch.cuda.set_sync_debug_mode("default")
+                syncs += sum("synchroniz" in str(w.message) for w in caught)
+            else:
+                fn()
             sync(device)
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    out = {name: statistics.median(t) for name, t in times.items()}
+    out["fast_syncs_per_step"] = syncs / repeats
+    return out
 
 
 def part_demo(args, device: torch.device) -> None:
@@ -188,7 +210,8 @@ def part_demo(args, device: torch.device) -> None:
             f"fast {t['fast'] * 1e3:7.0f} ms | plain/fast {t['plain'] / t['fast']:.2f}x, "
             f"old/fast {t['old'] / t['fast']:.2f}x | once: frozen tower "
             f"{bench['setup_s']:.1f} s, image decode {bench['decode_s']:.1f} s | prompts "
-            f"{bench['prompts']} -> {bench['prompts_encoded']} encoded",
+            f"{bench['prompts']} -> {bench['prompts_encoded']} encoded"
+            + (f" | host syncs/step {t['fast_syncs_per_step']:g}" if device.type == "cuda" else ""),
             flush=True,
         )
 

@@ -170,9 +170,13 @@ def mass_balance(
     return _batch_mean(per_sample, n_known > 0)
 
 
-def _sibling_counts(parent_of: Tensor) -> Tensor:
+def _sibling_counts(parent_of: Tensor, n_families: int) -> Tensor:
     """For each node of a level, how many other nodes share its parent."""
-    family_size = torch.bincount(parent_of)
+    # index_add rather than bincount: bincount reads the largest index back to the host,
+    # which would stall every training step on a GPU
+    family_size = parent_of.new_zeros(n_families).index_add_(
+        0, parent_of, torch.ones_like(parent_of)
+    )
     return family_size[parent_of] - 1
 
 
@@ -207,7 +211,7 @@ def hisce(
         y = targets[:, level].clamp(min=0)
         log_p_true = log_p.gather(1, y.unsqueeze(1)).squeeze(1)
         sibling_log_p = family_log_p.gather(1, parent_of[y].unsqueeze(1)).squeeze(1) - log_p_true
-        n_siblings = _sibling_counts(parent_of)[y]
+        n_siblings = _sibling_counts(parent_of, n_families)[y]
         smooth = (n_siblings > 0).to(log_p.dtype) * eps
         ce = -(1.0 - smooth) * log_p_true - smooth * sibling_log_p / n_siblings.clamp(min=1)
         total = total + torch.where(known[:, level], ce, torch.zeros_like(ce))

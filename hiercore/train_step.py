@@ -36,19 +36,28 @@ CHECKPOINT_PROMPTS = 4096
 """With more prompts than this, a training text tower recomputes chunks in the backward."""
 
 
-def encode_text_trimmed(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """`clip.encode_text(tokens)` with the context cut after the longest prompt's last token.
-
-    For open_clip's `CLIP` (a causal text transformer with a fixed positional table) this
-    is the same computation on fewer positions; other text towers get the full context.
-    """
+def can_trim(clip: nn.Module) -> bool:
+    """Whether `clip`'s text tower is open_clip's causal one (padding never reaches the end
+    token, so the context can be cut after it)."""
     from open_clip.model import CLIP
+
+    return isinstance(clip, CLIP) and clip.attn_mask is not None
+
+
+def trimmed(tokens: torch.Tensor) -> torch.Tensor:
+    """`tokens` cut after the longest prompt's last token (read on the host: call it once)."""
+    return tokens[:, : max(1, int((tokens != 0).sum(1).max()))]
+
+
+def encode_text_trimmed(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """`clip.encode_text(tokens)` on `tokens` cut to any length that keeps every prompt's end
+    token (`trimmed`); a text tower that `can_trim` cannot gets the full context."""
     from open_clip.transformer import text_global_pool
 
-    if not isinstance(clip, CLIP) or clip.attn_mask is None:
+    if not can_trim(clip):
         return clip.encode_text(tokens)
-    length = max(1, int((tokens != 0).sum(1).max()))
-    text = tokens[:, :length]
+    length = tokens.shape[1]
+    text = tokens
     cast_dtype = clip.transformer.get_cast_dtype()
     x = clip.token_embedding(text).to(cast_dtype)
     x = x + clip.positional_embedding[:length].to(cast_dtype)
@@ -66,19 +75,24 @@ def encode_text_trimmed(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 
 
 class NodeText:
-    """The node prompts of a `HierClip`, deduplicated and sorted into length chunks."""
+    """The node prompts of a `HierClip`, deduplicated and sorted into length chunks, kept on
+    the model's device (build it after moving the model)."""
 
     def __init__(self, model: HierClip, chunk: int = CHUNK_PROMPTS) -> None:
         self.clip = model.clip  # not a submodule: StepLoss holds the model once
         self.n_nodes = len(model.node_ids)
         unique, inverse = torch.unique(model.tokens.cpu(), dim=0, return_inverse=True)
         order = (unique != 0).sum(1).argsort(stable=True)
-        self.chunks = [unique[order[s : s + chunk]] for s in range(0, len(order), chunk)]
+        cut = trimmed if can_trim(self.clip) else (lambda t: t)
+        device = model.tokens.device
+        self.chunks = [
+            cut(unique[order[s : s + chunk]]).to(device) for s in range(0, len(order), chunk)
+        ]
         # position of each unique prompt in the sorted order, then of each prompt
         rank = torch.empty_like(order)
         rank[order] = torch.arange(len(order))
-        self.prompt_row = rank[inverse]
-        self.prompt_owner = model.prompt_owner.cpu()
+        self.prompt_row = rank[inverse].to(device)
+        self.prompt_owner = model.prompt_owner
 
     @property
     def n_prompts(self) -> int:
@@ -86,17 +100,15 @@ class NodeText:
 
     def encode(self, recompute: bool = False) -> torch.Tensor:
         """Normalised node embeddings (N_nodes, D), equal to `HierClip.encode_nodes()`."""
-        device = self.clip.logit_scale.device
         feats = []
         for tokens in self.chunks:
-            tokens = tokens.to(device, non_blocking=True)
             if recompute and torch.is_grad_enabled():
                 feats.append(checkpoint(self._encode, tokens, use_reentrant=False))
             else:
                 feats.append(self._encode(tokens))
-        per_prompt = torch.cat(feats)[self.prompt_row.to(device)]
+        per_prompt = torch.cat(feats)[self.prompt_row]
         sums = per_prompt.new_zeros(self.n_nodes, per_prompt.shape[1])
-        sums.index_add_(0, self.prompt_owner.to(device), per_prompt)
+        sums.index_add_(0, self.prompt_owner, per_prompt)
         return F.normalize(sums, dim=-1)
 
     def _encode(self, tokens: torch.Tensor) -> torch.Tensor:
