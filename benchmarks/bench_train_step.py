@@ -279,7 +279,7 @@ def tenk_child(lora: str, batch: int, repeats: int, device: torch.device, recomp
         "lora": lora,
         "nodes": len(model.node_ids),
         "prompts": step_loss.text.n_prompts,
-        "recompute": step_loss.recompute_text,
+        "recompute": step_loss.recompute_text if text else None,
         "build_s": build_s,
         "step_s": statistics.median(times[1:]),
         "peak_gb": peak / 1024**3,
