@@ -27,8 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from hiercore.errors import HierTuneError
 from hiercore.losses import hierarchical_loss
 from hiercore.models.hierclip import HierClip
+from hiercore.sampled_levels import sample_level
 
 CHUNK_PROMPTS = 256
 """Prompts per text chunk (each chunk cut to its longest prompt)."""
@@ -93,6 +95,11 @@ class NodeText:
         rank[order] = torch.arange(len(order))
         self.prompt_row = rank[inverse].to(device)
         self.prompt_owner = model.prompt_owner
+        # on the host, for encoding a subset of the nodes (`encode_subset`)
+        self._unique, self._inverse = unique, inverse
+        self._length = (unique != 0).sum(1)
+        self._owner = model.prompt_owner.cpu()
+        self._cut, self._chunk, self._device = cut, chunk, device
 
     @property
     def n_prompts(self) -> int:
@@ -111,6 +118,31 @@ class NodeText:
         sums.index_add_(0, self.prompt_owner, per_prompt)
         return F.normalize(sums, dim=-1)
 
+    def encode_subset(self, nodes: torch.Tensor, recompute: bool | None = None) -> torch.Tensor:
+        """Normalised embeddings of `nodes` (sorted distinct node indices, on the host) only,
+        row i for nodes[i]; equal to `encode()[nodes]`. `recompute=None` recomputes above
+        `CHECKPOINT_PROMPTS` prompts."""
+        prompts = torch.isin(self._owner, nodes).nonzero().squeeze(1)
+        texts = torch.unique(self._inverse[prompts])
+        texts = texts[self._length[texts].argsort(stable=True)]
+        if recompute is None:
+            recompute = len(texts) > CHECKPOINT_PROMPTS
+        feats = []
+        for s in range(0, len(texts), self._chunk):
+            tokens = self._cut(self._unique[texts[s : s + self._chunk]]).to(self._device)
+            if recompute and torch.is_grad_enabled():
+                feats.append(checkpoint(self._encode, tokens, use_reentrant=False))
+            else:
+                feats.append(self._encode(tokens))
+        rank = torch.empty(len(self._unique), dtype=torch.long)
+        rank[texts] = torch.arange(len(texts))
+        rows = rank[self._inverse[prompts]].to(self._device)
+        owners = torch.searchsorted(nodes, self._owner[prompts]).to(self._device)
+        per_prompt = torch.cat(feats)[rows]
+        sums = per_prompt.new_zeros(len(nodes), per_prompt.shape[1])
+        sums.index_add_(0, owners, per_prompt)
+        return F.normalize(sums, dim=-1)
+
     def _encode(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.normalize(encode_text_trimmed(self.clip, tokens), dim=-1)
 
@@ -127,8 +159,15 @@ class StepLoss(nn.Module):
         frozen_nodes: torch.Tensor | None = None,
         recompute_text: bool | None = None,
         chunk: int = CHUNK_PROMPTS,
+        negatives: int | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
+        if negatives is not None and loss_options.get("tpkl_size_correction"):
+            raise HierTuneError(
+                "Sampled negatives cannot be combined with TP-KL's size correction, which "
+                "needs every level's full size; turn one of them off."
+            )
         self.model = model
         self.text = NodeText(model, chunk)
         self.loss_options = loss_options
@@ -138,19 +177,53 @@ class StepLoss(nn.Module):
             with torch.no_grad():
                 frozen_nodes = self.text.encode().float()
         self.frozen_nodes = frozen_nodes
+        self._recompute_choice = recompute_text
         if recompute_text is None:
             recompute_text = self.text.n_prompts > CHECKPOINT_PROMPTS
         self.recompute_text = recompute_text
         self.parents = model.parents()
+        # sampled negatives (`hiercore.sampled_levels`) when the text tower trains
+        self.negatives = negatives if text_trains else None
+        self._generator = torch.Generator().manual_seed(seed)
+        self._parents_cpu = [p.cpu() for p in self.parents]
+        self._gathers_cpu = [getattr(model, f"gather_{lvl}").cpu() for lvl in range(model.depth)]
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.model.encode_images(x) if self.vision_trains else x
+        if self.negatives is not None:
+            return self._sampled(feats, targets)
         if self.text_trains:
             node_feats = self.text.encode(self.recompute_text)
         else:
             node_feats = self.frozen_nodes.to(feats.dtype)
         logits = self.model.level_logits(feats, node_feats)
         return hierarchical_loss(logits, targets, self.parents, **self.loss_options)
+
+    def _sampled(self, feats: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss on each level's labelled nodes, their siblings and sampled negatives;
+        only the nodes kept at some level are encoded."""
+        host_targets = targets.cpu()
+        levels = [
+            sample_level(host_targets[:, lvl], parent_of, self.negatives, self._generator)
+            for lvl, parent_of in enumerate(self._parents_cpu)
+        ]
+        nodes = [g[level.kept] for g, level in zip(self._gathers_cpu, levels, strict=True)]
+        needed = torch.unique(torch.cat(nodes))
+        node_feats = self.text.encode_subset(needed, self._recompute_choice)
+        scale = self.model.logit_scale()
+        device = feats.device
+        logits = []
+        for level, ids in zip(levels, nodes, strict=True):
+            g = node_feats[torch.searchsorted(needed, ids).to(device)]
+            weight = level.log_weight.to(device)
+            logits.append(scale * feats @ g.t().to(feats.dtype) + weight)
+        return hierarchical_loss(
+            logits,
+            torch.stack([level.targets for level in levels], 1).to(device),
+            [level.families.to(device) for level in levels],
+            n_families=[level.n_families for level in levels],
+            **self.loss_options,
+        )
 
 
 def loss_options(config) -> dict:
