@@ -236,7 +236,9 @@ def inat_like_taxonomy(sizes=INAT_SIZES, seed: int = 0):
     return Taxonomy.from_nodes(nodes, level_names=ranks)
 
 
-def tenk_child(lora: str, batch: int, repeats: int, device: torch.device, recompute) -> dict:
+def tenk_child(
+    lora: str, batch: int, repeats: int, device: torch.device, recompute, negatives=None
+) -> dict:
     """One process, one setting: the fast step's time and this process's peak memory."""
     from hiercore.config import RunConfig
     from hiercore.train_step import StepLoss, loss_options
@@ -247,7 +249,9 @@ def tenk_child(lora: str, batch: int, repeats: int, device: torch.device, recomp
     config = RunConfig(model="tiny-random", lora=lora, batch_size=batch)
     model = build_model(config, taxonomy, device).train()
     vision, text = lora != "text", lora != "vision"
-    step_loss = StepLoss(model, loss_options(config), vision, text, recompute_text=recompute)
+    step_loss = StepLoss(
+        model, loss_options(config), vision, text, recompute_text=recompute, negatives=negatives
+    )
     build_s = time.perf_counter() - t0
     size = model.bundle.image_size
     g = torch.Generator().manual_seed(0)
@@ -279,7 +283,10 @@ def tenk_child(lora: str, batch: int, repeats: int, device: torch.device, recomp
         "lora": lora,
         "nodes": len(model.node_ids),
         "prompts": step_loss.text.n_prompts,
-        "recompute": step_loss.recompute_text if text else None,
+        "recompute": (step_loss.recompute_text if negatives is None else "by subset")
+        if text
+        else None,
+        "negatives": negatives,
         "build_s": build_s,
         "step_s": statistics.median(times[1:]),
         "peak_gb": peak / 1024**3,
@@ -292,14 +299,19 @@ def part_tenk(args, device: torch.device) -> None:
         f"batch {args.batch}, device {device}; peak "
         + ("CUDA memory allocated" if device.type == "cuda" else "RSS of the process")
     )
-    settings = [(lora, None) for lora in args.tenk_lora]
+    settings = [(lora, None, None) for lora in args.tenk_lora]
+    text_loras = [lora for lora in args.tenk_lora if lora != "vision"]
     if args.no_recompute:
-        settings += [(lora, False) for lora in args.tenk_lora if lora != "vision"]
-    for lora, recompute in settings:
+        settings += [(lora, False, None) for lora in text_loras]
+    sampled = [1024] if args.negatives is None else args.negatives
+    settings += [(lora, None, m) for m in sampled for lora in text_loras]
+    for lora, recompute, negatives in settings:
         cmd = [sys.executable, "-m", "benchmarks.bench_train_step", "--child", lora]
         cmd += ["--device", str(device), "--batch", str(args.batch), "--repeats", "2"]
         if recompute is False:
             cmd.append("--no-recompute")
+        if negatives:
+            cmd += ["--negatives", str(negatives)]
         done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
         if done.returncode:
             print(f"  LoRA {lora}: failed\n{done.stderr[-2000:]}")
@@ -307,7 +319,8 @@ def part_tenk(args, device: torch.device) -> None:
         r = json.loads(done.stdout.strip().splitlines()[-1])
         print(
             f"  LoRA {r['lora']:6s} ({r['nodes']} nodes, {r['prompts']} prompts, recompute "
-            f"{r['recompute']}): step {r['step_s']:.2f} s, peak {r['peak_gb']:.2f} GB, "
+            f"{r['recompute']}, negatives {r['negatives'] or 'all'}): step "
+            f"{r['step_s']:.2f} s, peak {r['peak_gb']:.2f} GB, "
             f"setup {r['build_s']:.1f} s",
             flush=True,
         )
@@ -327,12 +340,21 @@ def main() -> None:
         action="store_true",
         help="also run the 10k text settings without recomputation (needs many GB)",
     )
+    p.add_argument(
+        "--negatives",
+        type=int,
+        nargs="*",
+        default=None,
+        help="10k text settings also run with this many sampled negatives per level "
+        "(default 1024; none given: no sampled runs)",
+    )
     p.add_argument("--child", choices=LORA, help=argparse.SUPPRESS)
     args = p.parse_args()
     device = torch.device(args.device)
     if args.child:
         recompute = False if args.no_recompute else None
-        r = tenk_child(args.child, args.batch, args.repeats, device, recompute)
+        negatives = args.negatives[0] if args.negatives else None
+        r = tenk_child(args.child, args.batch, args.repeats, device, recompute, negatives)
         print(json.dumps(r))
         return
     if args.part in ("demo", "all"):

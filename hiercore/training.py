@@ -154,7 +154,15 @@ def train(
     with torch.no_grad(), autocast(device):
         node_feats_before = NodeText(model).encode().float()
     frozen_nodes = None if text_trains else node_feats_before
-    step_loss = StepLoss(model, loss_options(config), vision_trains, text_trains, frozen_nodes)
+    step_loss = StepLoss(
+        model,
+        loss_options(config),
+        vision_trains,
+        text_trains,
+        frozen_nodes,
+        negatives=config.negatives,
+        seed=config.seed,
+    )
 
     if vision_trains:
         dataset = train_set
