@@ -128,6 +128,12 @@ class RunConfig:
         None,
         "Stop after this many optimiser steps (smoke tests); none: run every epoch.",
     )
+    negatives: int | None = setting(
+        None,
+        "Negative nodes sampled per level each step when the text tower trains (labelled "
+        "nodes and their siblings always kept, logQ-weighted), for taxonomies of many "
+        "thousand nodes; none: every node.",
+    )
     eval_every_epoch: bool = setting(
         True,
         "Score the validation set after each epoch (the live FPA/TICE curve).",
@@ -189,6 +195,11 @@ class RunConfig:
         self.lora_targets = list(targets)
         if self.templates is not None:
             self.templates = check_templates(self.templates)
+        if self.negatives is not None and self.tpkl_size_correction:
+            raise HierTuneError(
+                "Sampled negatives cannot be combined with TP-KL's size correction, which "
+                "needs every level's full size; turn one of them off."
+            )
 
     @property
     def lora_spec(self) -> LoraSpec:
@@ -256,7 +267,7 @@ def field_help(name: str) -> str:
 MAX_TEXT = 1000
 """Longest model name or pretrained tag/file."""
 
-OPTIONAL = {"max_steps", "pretrained", "logit_scale"}
+OPTIONAL = {"max_steps", "pretrained", "logit_scale", "negatives"}
 """Settings that may be None."""
 
 TEXT_FIELDS = ("model", "pretrained", "lora", "device")
@@ -282,6 +293,7 @@ NUMBER_RANGES: dict[str, tuple[type, tuple[float, bool], tuple[float, bool]]] = 
     "val_fraction": (float, (0, True), (1, False)),
     "max_steps": (int, (1, True), (10_000_000, True)),
     "logit_scale": (float, (0, False), (100, True)),
+    "negatives": (int, (1, True), (10_000_000, True)),
 }
 """The range of every numeric setting; bounds well past any sensible run refuse typos and
 overflow (lr 1e300, 10^20 epochs) before a run is queued."""

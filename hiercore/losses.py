@@ -170,9 +170,13 @@ def mass_balance(
     return _batch_mean(per_sample, n_known > 0)
 
 
-def _sibling_counts(parent_of: Tensor) -> Tensor:
+def _sibling_counts(parent_of: Tensor, n_families: int) -> Tensor:
     """For each node of a level, how many other nodes share its parent."""
-    family_size = torch.bincount(parent_of)
+    # index_add rather than bincount: bincount reads the largest index back to the host,
+    # which would stall every training step on a GPU
+    family_size = parent_of.new_zeros(n_families).index_add_(
+        0, parent_of, torch.ones_like(parent_of)
+    )
     return family_size[parent_of] - 1
 
 
@@ -181,8 +185,13 @@ def hisce(
     targets: Tensor,
     parents: Sequence[Tensor],
     eps: float = 0.1,
+    n_families: Sequence[int] | None = None,
 ) -> Tensor:
     """Cross-entropy against targets smoothed by `eps` over the true node's siblings.
+
+    `n_families[l]`, when given, is how many family ids `parents[l]` uses (default: the
+    size of level l - 1, as when `parents` indexes it; sampled levels number families
+    themselves, `hiercore.sampled_levels`).
 
     The target keeps 1 - eps on the true node and spreads eps evenly over the other
     children of its parent (all other first-level nodes at level 1); it stays one-hot
@@ -199,15 +208,17 @@ def hisce(
     total = torch.zeros(targets.shape[0], dtype=zs[0].dtype, device=device)
     for level, z in enumerate(zs):
         parent_of = torch.as_tensor(parents[level], dtype=torch.long, device=device)
-        n_families = 1 if level == 0 else zs[level - 1].shape[1]
+        families = 1 if level == 0 else zs[level - 1].shape[1]
+        if n_families is not None:
+            families = n_families[level]
         log_p = F.log_softmax(z, dim=1)
         # Sum of log-probabilities over each family (children of one parent); the sum
         # over a node's siblings is its family's sum minus its own log-probability.
-        family_log_p = log_p.new_zeros(log_p.shape[0], n_families).index_add(1, parent_of, log_p)
+        family_log_p = log_p.new_zeros(log_p.shape[0], families).index_add(1, parent_of, log_p)
         y = targets[:, level].clamp(min=0)
         log_p_true = log_p.gather(1, y.unsqueeze(1)).squeeze(1)
         sibling_log_p = family_log_p.gather(1, parent_of[y].unsqueeze(1)).squeeze(1) - log_p_true
-        n_siblings = _sibling_counts(parent_of)[y]
+        n_siblings = _sibling_counts(parent_of, families)[y]
         smooth = (n_siblings > 0).to(log_p.dtype) * eps
         ce = -(1.0 - smooth) * log_p_true - smooth * sibling_log_p / n_siblings.clamp(min=1)
         total = total + torch.where(known[:, level], ce, torch.zeros_like(ce))
@@ -225,12 +236,13 @@ def hierarchical_loss(
     balance: float = 0.0,
     tpkl_temperature: float = 1.0,
     tpkl_size_correction: bool = False,
+    n_families: Sequence[int] | None = None,
 ) -> dict[str, Tensor]:
     """The objective ce_weight * CE + alpha * TP-KL + lam * HiSCE + balance * B, with its terms.
 
     The defaults give the paper's L = CE + alpha * TP-KL + lam * HiSCE. `ce_weight` and
     `balance` exist for the controls of the claim study: (1 + alpha) * CE and CE + alpha * B
-    (`mass_balance`); the TP-KL options are those of `tree_path_kl`.
+    (`mass_balance`); the TP-KL options are those of `tree_path_kl`, `n_families` is `hisce`'s.
 
     Returns {"ce", "tpkl", "hisce", "total"} (the unweighted terms and the weighted sum),
     plus "balance" when its weight is not 0; a term whose weight is 0 is not computed and
@@ -240,7 +252,7 @@ def hierarchical_loss(
     zero = torch.zeros((), dtype=ce.dtype, device=ce.device)
     tpkl_options = {"temperature": tpkl_temperature, "size_correction": tpkl_size_correction}
     tpkl = tree_path_kl(logits, targets, **tpkl_options) if alpha != 0 else zero
-    smoothed = hisce(logits, targets, parents, eps=eps) if lam != 0 else zero
+    smoothed = hisce(logits, targets, parents, eps, n_families) if lam != 0 else zero
     total = ce if ce_weight == 1.0 else ce_weight * ce
     if alpha != 0:
         total = total + alpha * tpkl

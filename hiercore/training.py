@@ -159,7 +159,15 @@ def train(
     with torch.no_grad(), autocast(device):
         node_feats_before = NodeText(model).encode().float()
     frozen_nodes = None if text_trains else node_feats_before
-    step_loss = StepLoss(model, loss_options(config), vision_trains, text_trains, frozen_nodes)
+    step_loss = StepLoss(
+        model,
+        loss_options(config),
+        vision_trains,
+        text_trains,
+        frozen_nodes,
+        negatives=config.negatives,
+        seed=config.seed,
+    )
 
     if vision_trains:
         dataset = train_set
@@ -300,7 +308,8 @@ def train(
                     message="scoring the validation images",
                 )
             )
-            m = score(collect(model, val_samples, config.batch_size * 2, device), parents)
+            nodes = eval_node_features(step_loss, device)
+            m = score(collect(model, val_samples, config.batch_size * 2, device, nodes), parents)
             val = {"fpa": m["fpa"], "tice": m["tice"], "consistent_fpa": m["consistent"]["fpa"]}
             history.add_val(step, epoch + 1, val)
             emit(ProgressEvent("eval", epoch + 1, config.epochs, step, steps_total, val=val))
@@ -323,10 +332,9 @@ def train(
             "final", last_epoch, config.epochs, step, steps_total, message="final evaluation"
         )
     )
-    val_pass = collect(model, val_samples, config.batch_size * 2, device)
+    node_feats_after = eval_node_features(step_loss, device)
+    val_pass = collect(model, val_samples, config.batch_size * 2, device, node_feats_after)
     metrics = score(val_pass, parents) if val_pass.true.shape[0] else {"n_val": 0}
-    with torch.no_grad(), autocast(device):
-        node_feats_after = model.encode_nodes().float()
     val_pass.save(
         folder.predictions_file,
         [p.cpu() for p in parents],
@@ -361,6 +369,17 @@ def train(
         )
     )
     return RunResult(state, metrics, out)
+
+
+def eval_node_features(step_loss: StepLoss, device: torch.device) -> torch.Tensor:
+    """The node features in evaluation mode, through the step's cut prompt chunks."""
+    model = step_loss.model
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), autocast(device):
+        feats = step_loss.text.encode().float()
+    model.train(was_training)
+    return feats
 
 
 def adamw(groups: list[dict], lr: float, weight_decay: float, device: torch.device):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hiercore.errors import HierTuneError
 from hiercore.losses import hierarchical_loss
 from hiercore.models import HierClip, LoraSpec, apply_lora, load_clip
+from hiercore.sampled_levels import sample_level
 from hiercore.taxonomy import Taxonomy
-from hiercore.train_step import NodeText, StepLoss, encode_text_trimmed
+from hiercore.train_step import NodeText, StepLoss, encode_text_trimmed, trimmed
 
 OPTIONS = {"alpha": 1.0, "lam": 1.0, "eps": 0.1}
 
@@ -62,11 +64,11 @@ def grads(model: HierClip) -> dict[str, torch.Tensor]:
 def test_trimmed_text_encoding_equals_the_full_context():
     model = adapted("text")
     tokens = model.tokens
-    assert int((tokens != 0).sum(1).max()) < tokens.shape[1]  # something to trim
+    assert trimmed(tokens).shape[1] < tokens.shape[1]  # something to trim
     with torch.no_grad():
         full = model.clip.encode_text(tokens)
-        trimmed = encode_text_trimmed(model.clip, tokens)
-    torch.testing.assert_close(trimmed, full, rtol=1e-5, atol=1e-5)
+        cut = encode_text_trimmed(model.clip, trimmed(tokens))
+    torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-5)
 
 
 def test_node_text_shares_repeated_prompts_and_equals_encode_nodes():
@@ -113,3 +115,58 @@ def test_recomputed_text_chunks_give_the_same_gradients():
     assert any("transformer.resblocks" in n and "visual" not in n for n in grads_b)
     for name, g in grads_a.items():
         torch.testing.assert_close(grads_b[name], g, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_node_subset_encodes_as_the_whole_set():
+    model = adapted("text")
+    text = NodeText(model, chunk=3)
+    nodes = torch.tensor([0, 2, 5, len(model.node_ids) - 1])
+    with torch.no_grad():
+        torch.testing.assert_close(text.encode_subset(nodes), text.encode()[nodes])
+
+
+def test_sampling_every_negative_is_the_full_loss_and_gradients():
+    model = adapted("both")
+    x, targets = batch(model)
+    results = []
+    for negatives in (None, 10_000):
+        terms = StepLoss(model, OPTIONS, True, True, negatives=negatives)(x, targets)
+        terms["total"].backward()
+        results.append((terms, grads(model)))
+    (full, full_grads), (sampled, sampled_grads) = results
+    for k in ("ce", "tpkl", "hisce", "total"):
+        torch.testing.assert_close(sampled[k], full[k], rtol=1e-5, atol=1e-6)
+    for name, g in full_grads.items():
+        torch.testing.assert_close(sampled_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_few_negatives_keep_the_labelled_families_and_still_train_the_text():
+    model = adapted("both")
+    x, targets = batch(model, n=2)
+    step = StepLoss(model, OPTIONS, True, True, negatives=1)
+    terms = step(x, targets)
+    assert torch.isfinite(terms["total"])
+    assert terms["total"] != StepLoss(model, OPTIONS, True, True)(x, targets)["total"]
+    terms["total"].backward()
+    assert any("visual" not in n and "lora_" in n for n in grads(model))
+
+
+def test_sampled_partition_sum_is_unbiased_and_labelled_families_are_whole():
+    g = torch.Generator().manual_seed(0)
+    parent_of = torch.sort(torch.randint(0, 8, (60,), generator=g)).values
+    z = torch.randn(60, generator=g)
+    targets = torch.tensor([3, 3, 40, -1])
+    total, draws = 0.0, 3000
+    for _ in range(draws):
+        level = sample_level(targets, parent_of, 5, g)
+        family = parent_of == parent_of[40]
+        assert set(family.nonzero().squeeze(1).tolist()) <= set(level.kept.tolist())
+        assert level.kept[level.targets[2]] == 40 and level.targets[3] == -1
+        total += float(torch.exp(z[level.kept] + level.log_weight).sum())
+    assert abs(total / draws / float(z.exp().sum()) - 1) < 0.03
+
+
+def test_sampling_refuses_the_size_corrected_tp_kl():
+    model = adapted("text")
+    with pytest.raises(HierTuneError, match="size correction"):
+        StepLoss(model, {**OPTIONS, "tpkl_size_correction": True}, False, True, negatives=4)

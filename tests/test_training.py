@@ -127,6 +127,14 @@ def test_text_only_training_encodes_images_once(split_data, tmp_path, monkeypatc
     assert calls["n"] == len(train_s) + len(val_s)
 
 
+def test_sampled_negatives_train_the_text_tower(split_data, tmp_path):
+    tax, train_s, val_s = split_data
+    config = quick(lora="text", negatives=2, eval_every_epoch=False, max_steps=2)
+    result = train(config, tax, train_s, val_s, tmp_path)
+    assert result.state == "finished" and result.metrics["steps"] == 2
+    assert json.loads((tmp_path / "config.json").read_text())["negatives"] == 2
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "hiercore", *args],

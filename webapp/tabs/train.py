@@ -88,6 +88,7 @@ HIDDEN_IN_FORM = {
     "logit_scale": "a recipe setting measured in results/recipe; the default is the measured one",
     "learn_logit_scale": "a recipe setting measured in results/recipe; the default is the "
     "measured one",
+    "negatives": "for taxonomies of many thousand nodes, from the command line (README, Speed)",
 }
 """Settings deliberately left out of the form (they keep their RunConfig default), and why."""
 
