@@ -1,4 +1,4 @@
-"""Taxonomy suggestions on a generated run whose defects are known.
+"""Taxonomy suggestions on a generated run whose defects are known (see curation_project).
 
 The project: A > {a1, a2, a3, p}, B > {b1, b2, b3}, C > {c1, c2}. Image embeddings are a
 direction per top-level group plus one per leaf plus noise; text embeddings are what each
@@ -10,66 +10,11 @@ named node). The same generator without the defects is the control.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from curation_project import generated_run
 
 from hiercore.store import Workspace
-from hiercore.suggestions import RunEvidence, apply_suggestion, taxonomy_suggestions
-from hiercore.taxonomy import LevelIndex, Taxonomy
-
-LEAVES = {"A": ["a1", "a2", "a3", "p"], "B": ["b1", "b2", "b3"], "C": ["c1", "c2"]}
-
-
-def generated_run(defects: bool, per_leaf: int = 8, dim: int = 48, seed: int = 0) -> RunEvidence:
-    rng = np.random.default_rng(seed)
-    basis = np.linalg.qr(rng.normal(size=(dim, dim)))[0]  # orthonormal directions
-    directions = iter(basis)
-    top = {t: next(directions) for t in LEAVES}
-    look = {leaf: next(directions) for leaves in LEAVES.values() for leaf in leaves}
-    second_c1 = next(directions)
-    if defects:
-        look["a2"] = look["a1"] + 0.02 * next(directions)
-    tax = Taxonomy()
-    ids = {}
-    for t, leaves in LEAVES.items():
-        ids[t] = tax.add(t, node_id=t)
-        for leaf in leaves:
-            ids[leaf] = tax.add(leaf, t, node_id=leaf)
-    index = LevelIndex.build(tax)
-    looks_like = {leaf: t for t, leaves in LEAVES.items() for leaf in leaves}
-    if defects:
-        looks_like["p"] = "B"
-    feats, true = [], []
-    for leaves in LEAVES.values():
-        for leaf in leaves:
-            for k in range(per_leaf * (2 if leaf == "c1" else 1)):
-                second = defects and leaf == "c1" and k % 2 == 1
-                x = top[looks_like[leaf]] + 0.8 * (second_c1 if second else look[leaf])
-                feats.append(x + 0.08 * rng.normal(size=dim))
-                true.append(index.target(leaf))
-    feats = np.asarray(feats)
-    text = {t: top[t] for t in LEAVES}
-    if defects:
-        text["B"] = next(directions)
-    for leaf, t in looks_like.items():
-        text[leaf] = top[t] + 0.8 * look[leaf]
-    node_ids = list(text)
-    node_feats = np.asarray([text[n] for n in node_ids])
-    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
-    logits = []
-    for level in index.level_nodes:
-        t = np.asarray([text[n] for n in level])
-        logits.append(12 * unit @ (t / np.linalg.norm(t, axis=1, keepdims=True)).T)
-    return RunEvidence(
-        taxonomy=tax,
-        index=index,
-        true=np.asarray(true),
-        logits=logits,
-        image_feats=feats,
-        node_feats=node_feats,
-        node_ids=node_ids,
-        image_keys=[f"img{i}.png" for i in range(len(feats))],
-    )
+from hiercore.suggestions import apply_suggestion, taxonomy_suggestions
 
 
 @pytest.fixture(scope="module")

@@ -184,6 +184,19 @@ class LabelHistory(Database):
         """The newest label batch not yet undone, or None."""
         return next((b for b in self.label_batches(project_id) if b["undone"] is None), None)
 
+    def image_project(self, image_id: int) -> int:
+        """The id of the project an image belongs to; DataError if there is no such image."""
+        row = None
+        if is_row_id(image_id):
+            row = (
+                self._conn()
+                .execute("SELECT project_id FROM images WHERE id = ?", (image_id,))
+                .fetchone()
+            )
+        if row is None:
+            raise DataError(f"There is no image with id {shown_id(image_id)}.")
+        return int(row[0])
+
     def label_history(self, image_id: int) -> list[dict]:
         """Every recorded write to an image's label, oldest first: old_node, new_node,
         old_label and new_label (name paths; a node since deleted shows its id), source,
