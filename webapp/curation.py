@@ -84,3 +84,14 @@ def run_suggestions(studio: Studio, run_id: object, limit: int = 10) -> dict:
             rows.append(d)
         out[kind] = rows
     return out
+
+
+def run_rows_to_ids(studio: Studio, run_id: object, rows) -> list[int]:
+    """Image ids of a run's validation rows (images removed since are left out)."""
+    run_id = whole_number(run_id, "run_id")
+    res = studio.results(run_id)
+    pid = studio.workspace.get_run(run_id)["project_id"]
+    df = studio.workspace.images(pid)
+    id_of = dict(zip(df["path"], df["id"], strict=True))
+    paths = [res.paths[int(r)] for r in rows if 0 <= int(r) < res.n]
+    return [int(id_of[p]) for p in paths if p in id_of]
