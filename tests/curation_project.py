@@ -91,7 +91,8 @@ def _png(seed: int) -> bytes:
 def finished_run(ws, name: str = "generated", defects: bool = True) -> tuple[int, int, list[int]]:
     """(project id, run id, image id of every validation row) of a stored generated run.
 
-    The image map is cached beside the run (`map_coords`), so no UMAP is fitted.
+    Both embedding maps are cached beside the run (the image map is `map_coords`), so no
+    UMAP is fitted.
     """
     ev = generated_run(defects)
     pid = ws.create_project(name)
@@ -125,6 +126,10 @@ def finished_run(ws, name: str = "generated", defects: bool = True) -> tuple[int
     (out / "history.json").write_text("[]")
     coords = map_coords(ev)
     np.savez(out / "map_images_0.npz", coords=coords, method="pca", note="generated")
+    nodes = np.random.default_rng(2).normal(size=(2, len(ev.node_ids), 2))
+    np.savez(
+        out / "map_nodes_0.npz", before=nodes[0], after=nodes[1], method="pca", note="generated"
+    )
     ws.update_run(run_id, state="finished", metrics=metrics)
     return pid, run_id, image_ids
 
