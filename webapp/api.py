@@ -15,6 +15,13 @@ are named by id or by name. Endpoints (see the README for an example script):
 - ``/stop_training(run_id)`` -> {run_id, stopping, state}
 - ``/run_metrics(run_id)`` -> the run's metrics.json
 - ``/predict(project, image, run_id, k)`` -> {path, node_id, level_probs, topk, model}
+- ``/relabel(images, path)`` -> {batch_id, project_id, labels}; `images` are image ids (a
+  list or "3, 5"), `path` a node id or a ' / ' name path, partial or whole ('' clears)
+- ``/undo_batch(batch_id)`` -> {batch_id, restored}
+- ``/label_history(image)`` -> {image, name, label, history: [{old_label, new_label,
+  source, batch_id, created, ...}]}
+- ``/taxonomy_suggestions(run_id, limit)`` -> {merge, move, split, describe: [{title,
+  score, evidence, image_ids, edit, ...}]}
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from hiercore.config import RunConfig
 from hiercore.errors import HierTuneError
 from hiercore.images import open_rgb
 from hiercore.ingest import import_files
+from webapp import curation
 from webapp.state import Studio, default_model, whole_number
 from webapp.tabs.predict import predict_image
 from webapp.tabs.results import metrics_of
@@ -100,6 +108,36 @@ def build(studio: Studio) -> None:
         return metrics_of(studio, whole_number(run_id, "run_id"))
 
     gr.api(run_metrics, api_name="run_metrics")
+
+    @api_errors
+    def relabel(images: list[int] | str, path: str = "") -> dict:
+        """Label images with a node id or a name path (partial or whole) as one undoable
+        batch; '' clears their labels."""
+        return curation.relabel(studio, images, path)
+
+    gr.api(relabel, api_name="relabel")
+
+    @api_errors
+    def undo_batch(batch_id: int) -> dict:
+        """Put back the labels a /relabel batch replaced."""
+        return curation.undo_batch(studio, batch_id)
+
+    gr.api(undo_batch, api_name="undo_batch")
+
+    @api_errors
+    def label_history(image: int) -> dict:
+        """Every recorded write to an image's label, oldest first."""
+        return curation.label_history(studio, image)
+
+    gr.api(label_history, api_name="label_history")
+
+    @api_errors
+    def taxonomy_suggestions(run_id: int, limit: int = 10) -> dict:
+        """Merges, moves, splits and descriptions a finished run suggests, best first."""
+        limit = 10 if limit is None else whole_number(limit, "limit")
+        return curation.run_suggestions(studio, run_id, max(1, limit))
+
+    gr.api(taxonomy_suggestions, api_name="taxonomy_suggestions")
 
     # endpoints with file inputs need components, so that clients upload the files
     with gr.Column(visible=False):

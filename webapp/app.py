@@ -19,7 +19,7 @@ from webapp import api
 from webapp.auth import LoginThrottle, password_check
 from webapp.literal import md_text
 from webapp.state import Studio, model_notice
-from webapp.tabs import annotate, predict, projects, results, taxonomy, train
+from webapp.tabs import annotate, curation, predict, projects, results, taxonomy, train
 
 MAX_UPLOAD = "200mb"
 
@@ -209,7 +209,7 @@ def launch(
         blocked_paths=blocked,
         prevent_thread_lock=prevent_thread_lock,
         css=CSS,
-        js=CLICK_JS,
+        js=f"() => {{ ({CLICK_JS})(); ({curation.SELECT_JS})(); }}",
         theme=gr.themes.Soft(primary_hue="blue", secondary_hue="green"),
         footer_links=["api", "gradio", "settings"],
         show_error=True,

@@ -23,6 +23,7 @@ from hiercore.figures.embedding import (
 )
 from hiercore.figures.lineage import ancestor_indices, path_label
 from hiercore.figures.palette import ancestor_colors
+from hiercore.figures.run_curves import overlaid_curves_figure
 from hiercore.figures.training_curves import training_curves_figure
 from hiercore.figures.tree import taxonomy_sunburst, taxonomy_treemap, tree_sectors
 
@@ -39,6 +40,7 @@ __all__ = [
     "inconsistency_subtree_figure",
     "level_accuracy_figure",
     "node_embedding_figure",
+    "overlaid_curves_figure",
     "path_label",
     "taxonomy_sunburst",
     "taxonomy_treemap",

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hiercore.errors import HierTuneError
+from hiercore.errors import DataError, HierTuneError
 from hiercore.taxonomy import Taxonomy
 
 DB_NAME = "hiertune.sqlite"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -95,6 +95,48 @@ SCHEMA = (
     "CREATE INDEX runs_project ON runs(project_id, id)",
     "CREATE INDEX runs_state ON runs(state, id)",
 )
+
+# Version 3: the curation loop. IF NOT EXISTS so that the migration of an older file and
+# a fresh file run the same statements.
+CURATION_SCHEMA = (
+    # A group of label writes made by one action (a batch relabel, an accepted suggestion),
+    # undone together.
+    """CREATE TABLE IF NOT EXISTS label_batches (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        description TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created TEXT NOT NULL,
+        undone TEXT
+    )""",
+    # Every write to `labels`, with the value before and after it.
+    """CREATE TABLE IF NOT EXISTS label_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        old_node TEXT,
+        old_source TEXT,
+        new_node TEXT,
+        new_source TEXT,
+        source TEXT NOT NULL,
+        batch_id INTEGER REFERENCES label_batches(id) ON DELETE SET NULL,
+        created TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS label_history_image ON label_history(image_id, id)",
+    "CREATE INDEX IF NOT EXISTS label_history_batch ON label_history(batch_id, id)",
+    """CREATE TABLE IF NOT EXISTS tags (
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        added TEXT NOT NULL,
+        PRIMARY KEY (image_id, tag)
+    )""",
+    # Images a person sent to the review queue by hand (the model's queue is computed).
+    """CREATE TABLE IF NOT EXISTS review_requests (
+        image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+        reason TEXT NOT NULL,
+        added TEXT NOT NULL
+    )""",
+)
+SCHEMA = SCHEMA + CURATION_SCHEMA
 
 MAX_ROW_ID = 2**63 - 1
 """The largest id SQLite stores; a larger Python int cannot even be looked up."""
@@ -231,6 +273,11 @@ class Database:
                 )
                 conn.execute("UPDATE schema_version SET version = 2")
                 version = 2
+            if version == 2:  # version 3 added label history, batches, tags, review requests
+                for statement in CURATION_SCHEMA:
+                    conn.execute(statement)
+                conn.execute("UPDATE schema_version SET version = 3")
+                version = 3
         if version > SCHEMA_VERSION:
             raise HierTuneError(
                 f"Workspace {self.root} was written by a newer HierTune "
@@ -251,6 +298,20 @@ class Database:
         if row is None:
             raise HierTuneError(f"There is no project with id {project_id}.")
         return row
+
+    def _require_images(
+        self, conn: sqlite3.Connection, project_id: int, image_ids: Iterable[int]
+    ) -> None:
+        """DataError naming the first id that is no image of the project."""
+        for image_id in image_ids:
+            ok = (
+                is_row_id(image_id)
+                and conn.execute(
+                    "SELECT 1 FROM images WHERE id = ? AND project_id = ?", (image_id, project_id)
+                ).fetchone()
+            )
+            if not ok:
+                raise DataError(f"Image {shown_id(image_id)} is not in this project.")
 
     def _touch(self, conn: sqlite3.Connection, project_id: int, now: str) -> None:
         conn.execute("UPDATE projects SET updated = ? WHERE id = ?", (now, project_id))

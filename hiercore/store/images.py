@@ -25,6 +25,11 @@ from hiercore.data import Sample
 from hiercore.errors import DataError, TaxonomyError
 from hiercore.images import MAX_PIXELS, size_problem
 from hiercore.store.database import Database, frame, utc_now
+from hiercore.store.label_history import (
+    HISTORY_OF_LABEL_SOURCE,
+    record_label_write,
+    write_label,
+)
 from hiercore.taxonomy import ROOT, EditReport, Taxonomy
 
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
@@ -150,6 +155,16 @@ class ImageLibrary(Database):
                         "VALUES (?, ?, ?, ?)",
                         (image_id, node, source if node else None, now),
                     )
+                    if node is not None:
+                        record_label_write(
+                            conn,
+                            image_id,
+                            (None, None),
+                            (node, source),
+                            HISTORY_OF_LABEL_SOURCE[source],
+                            None,
+                            now,
+                        )
                     result.added.append(image_id)
                     if node is not None:
                         result.labelled.append(image_id)
@@ -357,10 +372,8 @@ class ImageLibrary(Database):
                 if node_id is not None:
                     # Checked inside the write lock, so a concurrent delete cannot orphan it.
                     self._require_node(conn, row[0], node_id)
-                conn.execute(
-                    "UPDATE labels SET node_id = ?, source = ?, updated = ? WHERE image_id = ?",
-                    (node_id, source if node_id is not None else None, now, image_id),
-                )
+                history = HISTORY_OF_LABEL_SOURCE[source]
+                write_label(conn, image_id, node_id, source, history, None, now)
                 projects.add(row[0])
             for pid in projects:
                 self._touch(conn, pid, now)

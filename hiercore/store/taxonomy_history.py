@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from hiercore.errors import TaxonomyError
 from hiercore.store.database import Database, taxonomy_from_json, utc_now
+from hiercore.store.label_history import record_label_write
 from hiercore.taxonomy import ROOT, EditReport, Taxonomy
 
 
@@ -27,20 +28,27 @@ class TaxonomyHistory(Database):
             return self._current(conn, project_id)[1].copy()
 
     def apply_edit(
-        self, project_id: int, description: str, edit: Callable[[Taxonomy], EditReport]
+        self,
+        project_id: int,
+        description: str,
+        edit: Callable[[Taxonomy], EditReport],
+        history_source: str = "taxonomy",
     ) -> EditReport:
         """Run `edit` on a copy of the taxonomy and store the result as a new version.
 
         Labels move as `EditReport.label_moves` says (node -> node, or None: removed) in
         the same transaction as the new version. If `edit` raises, nothing is stored.
+        `history_source` is how the moved labels appear in their history ("suggestion"
+        for an accepted taxonomy suggestion).
         """
-        return self._edit(project_id, lambda _: description, edit)
+        return self._edit(project_id, lambda _: description, edit, history_source)
 
     def _edit(
         self,
         project_id: int,
         describe: Callable[[Taxonomy], str],
         edit: Callable[[Taxonomy], EditReport],
+        history_source: str = "taxonomy",
     ) -> EditReport:
         with self._write() as conn:
             self._require_project(conn, project_id)
@@ -50,7 +58,9 @@ class TaxonomyHistory(Database):
             report = edit(trial)
             if not isinstance(report, EditReport):
                 raise TypeError(f"A taxonomy edit must return an EditReport, not {report!r}.")
-            self._store_version(conn, project_id, trial, description, report.label_moves)
+            self._store_version(
+                conn, project_id, trial, description, report.label_moves, history_source
+            )
         return report
 
     def _store_version(
@@ -60,6 +70,7 @@ class TaxonomyHistory(Database):
         taxonomy: Taxonomy,
         description: str,
         label_moves: dict[str, str | None],
+        history_source: str = "taxonomy",
     ) -> int:
         """Insert a taxonomy version and migrate the labels it affects (inside a write)."""
         now = utc_now()
@@ -87,7 +98,7 @@ class TaxonomyHistory(Database):
                 (project_id, node),
             ).fetchall()
             for row in rows:
-                self._move_label(conn, vid, row, dest, now)
+                self._move_label(conn, vid, row, dest, now, history_source)
         self._touch(conn, project_id, now)
         return vid
 
@@ -98,6 +109,7 @@ class TaxonomyHistory(Database):
         old: sqlite3.Row,
         dest: str | None,
         now: str,
+        history_source: str = "taxonomy",
     ) -> None:
         conn.execute(
             "INSERT INTO label_changes "
@@ -110,6 +122,15 @@ class TaxonomyHistory(Database):
         conn.execute(
             "UPDATE labels SET node_id = ?, source = ?, updated = ? WHERE image_id = ?",
             (dest, source, now, old["image_id"]),
+        )
+        record_label_write(
+            conn,
+            old["image_id"],
+            (old["node_id"], old["source"]),
+            (dest, source),
+            history_source,
+            None,
+            now,
         )
 
     def add_node(
@@ -253,6 +274,15 @@ class TaxonomyHistory(Database):
                     "SELECT taxonomy FROM taxonomy_versions WHERE id = ?", (rows[1][0],)
                 ).fetchone()[0]
             )
+            now = utc_now()
+            restoring = conn.execute(
+                """SELECT c.image_id, c.old_node, c.old_source, l.node_id, l.source
+                   FROM label_changes c JOIN labels l ON l.image_id = c.image_id
+                   WHERE c.version_id = ? AND l.node_id IS c.new_node""",
+                (vid,),
+            ).fetchall()
+            for r in restoring:
+                record_label_write(conn, r[0], (r[3], r[4]), (r[1], r[2]), "undo", None, now)
             conn.execute(
                 """UPDATE labels SET node_id = c.old_node, source = c.old_source,
                        updated = c.old_updated
@@ -261,13 +291,22 @@ class TaxonomyHistory(Database):
                      AND labels.node_id IS c.new_node""",
                 (vid,),
             )
-            now = utc_now()
             for node in self._labelled_nodes(conn, project_id):
                 if node in restored:
                     continue
                 ancestors = undone.path(node)[:-1] if node in undone else []
                 survivors = [a for a in ancestors if a in restored]
                 dest = survivors[-1] if survivors else None
+                moved = conn.execute(
+                    "SELECT image_id, source FROM labels WHERE node_id = ? AND image_id IN "
+                    "(SELECT id FROM images WHERE project_id = ?)",
+                    (node, project_id),
+                ).fetchall()
+                for r in moved:
+                    new_source = r[1] if dest is not None else None
+                    record_label_write(
+                        conn, r[0], (node, r[1]), (dest, new_source), "undo", None, now
+                    )
                 conn.execute(
                     "UPDATE labels SET node_id = ?, source = CASE WHEN ? IS NULL THEN NULL "
                     "ELSE source END, updated = ? WHERE node_id = ? AND image_id IN "

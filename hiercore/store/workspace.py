@@ -2,7 +2,8 @@
 
 `Workspace` is the one object the studio and the training queue share. Its parts live in
 their own modules: `database` (schema, connections, transactions), `taxonomy_history`
-(edits, import, undo), `images` (files and labels) and `runs`; this module adds the
+(edits, import, undo), `images` (files and labels), `label_history` (every label write,
+batches and their undo), `selections` (tags, review requests) and `runs`; this module adds the
 projects that own all of them.
 
 Layout of the folder::
@@ -24,12 +25,14 @@ import pandas as pd
 from hiercore.errors import HierTuneError
 from hiercore.store.database import clean_name, utc_now
 from hiercore.store.images import DEFAULT_MAX_IMAGE_BYTES, ImageLibrary
+from hiercore.store.label_history import LabelHistory
 from hiercore.store.runs import RunLog
+from hiercore.store.selections import Selections
 from hiercore.store.taxonomy_history import TaxonomyHistory
 from hiercore.taxonomy import Taxonomy
 
 
-class Workspace(TaxonomyHistory, ImageLibrary, RunLog):
+class Workspace(TaxonomyHistory, ImageLibrary, LabelHistory, Selections, RunLog):
     """Projects with their taxonomy history, images, labels and runs; safe across threads.
 
     Every method that writes holds the database's write lock for its whole change, so

@@ -23,6 +23,7 @@ from webapp.feedback import ok, problem, user_errors
 from webapp.literal import html_text, md_text
 from webapp.pickers import node_picker
 from webapp.state import Studio
+from webapp.tabs import curation
 from webapp.uploads import uploads_discarded
 
 QUEUES = [
@@ -161,6 +162,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
             position = gr.Markdown()
         with gr.Column(scale=3):
             info = gr.Markdown(elem_id="label-info")
+            history = gr.Markdown(elem_id="label-history")
             picker = gr.Dropdown(
                 label="Label (type to search, Enter accepts and moves on)",
                 choices=[],
@@ -183,6 +185,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         object_fit="contain",
         elem_id="label-gallery",
     )
+    curation.build_export(studio, project)
     cursor = gr.State({"ids": [], "pos": 0})
     suggested = gr.State([])
     # the id of the image on the page, sent with every labelling event (see write_label)
@@ -323,6 +326,14 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         return ("", cur, *view(pid, cur, with_suggestions))
 
     gallery.select(pick_from_grid, nav_inputs, shown_outputs, api_visibility="private")
+    # the image's label history follows the image on the page (and its relabels)
+    shown.change(
+        lambda image_id: curation.history_markdown(studio, image_id),
+        shown,
+        history,
+        api_visibility="private",
+        show_progress="hidden",
+    )
 
     @user_errors(3)
     def do_import(pid, files, label, add, mode, with_suggestions):

@@ -37,6 +37,7 @@ from webapp.feedback import ok, user_errors
 from webapp.literal import md_text
 from webapp.run_jobs import is_comparison, submit_comparison
 from webapp.state import Studio, default_model
+from webapp.tabs import curation as curation_tab
 from webapp.tabs import demo_effect
 from webapp.tabs.train import state_label
 
@@ -221,7 +222,10 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
                 map_btn = gr.Button("Compute the maps (UMAP, cached per run)", scale=2)
                 map_level = gr.Dropdown(label="Colour images by level", choices=[], scale=1)
             nodes_plot = gr.Plot(label="Node text embeddings before vs after fine-tuning")
-            images_plot = gr.Plot(label="Validation image embeddings")
+            images_plot = gr.Plot(
+                label="Validation image embeddings (lasso or box-select images to act on them)",
+                elem_id="image-map-plot",
+            )
         with gr.Tab("Run comparison", elem_id="results-compare-tab"):
             effect, effect_refresh = demo_effect.build(studio, project)
             compare_plot = gr.Plot(label="Runs of this project")
@@ -234,6 +238,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
                 )
                 compare_btn = gr.Button("Run the baseline comparison", scale=1)
             compare_status = gr.Markdown()
+        curation_tab.build_suggestions(studio, run)
     gallery_note = gr.Markdown()
     gallery = gr.Gallery(
         label="Images behind the selection",
@@ -241,6 +246,19 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         height=420,
         elem_id="drill-gallery",
         visible=False,  # shown once a cell, a row or a subtree is picked
+    )
+    curation_tab.build_selection(
+        studio,
+        project,
+        run,
+        level,
+        decoding,
+        cell_true,
+        cell_pred,
+        cell_btn,
+        cell_click,
+        top,
+        subtree_table,
     )
 
     def drilled(res, run_id, rows, dec, note: str):

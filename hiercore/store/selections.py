@@ -1,0 +1,117 @@
+"""What a person does with a selection of images besides relabelling: tags and review.
+
+A tag is a free word on an image ("blurry", "check-with-anna"); an image has any number.
+A review request puts an image on the review queue by hand, with the reason it was sent
+(the model-driven order of `hiercore.review` is computed, not stored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from hiercore.errors import DataError
+from hiercore.store.database import Database, utc_now
+
+
+def _clean_tag(tag: object) -> str:
+    if not isinstance(tag, str) or not tag.strip():
+        raise DataError("A tag needs a non-empty name.")
+    tag = tag.strip()
+    if len(tag) > 100 or "\n" in tag:
+        raise DataError(f"The tag {tag[:40]!r}... is too long or has a line break.")
+    return tag
+
+
+class Selections(Database):
+    """The tag and review-request part of a `Workspace`."""
+
+    def tag_images(self, project_id: int, image_ids: Iterable[int], tag: str) -> int:
+        """Give images of a project a tag; returns how many did not have it yet."""
+        tag = _clean_tag(tag)
+        ids = list(dict.fromkeys(image_ids))
+        with self._write() as conn:
+            self._require_project(conn, project_id)
+            self._require_images(conn, project_id, ids)
+            now = utc_now()
+            added = 0
+            for image_id in ids:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO tags (image_id, tag, added) VALUES (?, ?, ?)",
+                    (int(image_id), tag, now),
+                )
+                added += cursor.rowcount
+            self._touch(conn, project_id, now)
+        return added
+
+    def untag_images(self, project_id: int, image_ids: Iterable[int], tag: str) -> int:
+        """Take a tag off images of a project; returns how many had it."""
+        tag = _clean_tag(tag)
+        ids = list(dict.fromkeys(image_ids))
+        with self._write() as conn:
+            self._require_project(conn, project_id)
+            self._require_images(conn, project_id, ids)
+            removed = sum(
+                conn.execute(
+                    "DELETE FROM tags WHERE image_id = ? AND tag = ?", (int(i), tag)
+                ).rowcount
+                for i in ids
+            )
+            self._touch(conn, project_id, utc_now())
+        return removed
+
+    def image_tags(self, project_id: int) -> dict[int, list[str]]:
+        """Image id -> its tags (sorted), for the images that have any."""
+        with self._read() as conn:
+            self._require_project(conn, project_id)
+            rows = conn.execute(
+                "SELECT t.image_id, t.tag FROM tags t JOIN images i ON i.id = t.image_id "
+                "WHERE i.project_id = ? ORDER BY t.image_id, t.tag",
+                (project_id,),
+            ).fetchall()
+        out: dict[int, list[str]] = {}
+        for image_id, tag in rows:
+            out.setdefault(image_id, []).append(tag)
+        return out
+
+    def request_review(self, project_id: int, image_ids: Iterable[int], reason: str = "") -> int:
+        """Send images to the review queue with a reason; returns how many were not on it."""
+        ids = list(dict.fromkeys(image_ids))
+        if not ids:
+            raise DataError("Select at least one image to send to review.")
+        with self._write() as conn:
+            self._require_project(conn, project_id)
+            self._require_images(conn, project_id, ids)
+            now = utc_now()
+            added = sum(
+                conn.execute(
+                    "INSERT OR IGNORE INTO review_requests (image_id, reason, added) "
+                    "VALUES (?, ?, ?)",
+                    (int(i), str(reason or "sent by hand").strip()[:200], now),
+                ).rowcount
+                for i in ids
+            )
+            self._touch(conn, project_id, now)
+        return added
+
+    def review_requests(self, project_id: int) -> list[dict]:
+        """The images sent to review, oldest request first: image_id, reason, added."""
+        with self._read() as conn:
+            self._require_project(conn, project_id)
+            rows = conn.execute(
+                "SELECT r.image_id, r.reason, r.added FROM review_requests r "
+                "JOIN images i ON i.id = r.image_id WHERE i.project_id = ? "
+                "ORDER BY r.added, r.image_id",
+                (project_id,),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def resolve_review(self, project_id: int, image_ids: Iterable[int]) -> int:
+        """Take images off the review queue (reviewed); returns how many were on it."""
+        ids = list(dict.fromkeys(image_ids))
+        with self._write() as conn:
+            self._require_project(conn, project_id)
+            self._require_images(conn, project_id, ids)
+            return sum(
+                conn.execute("DELETE FROM review_requests WHERE image_id = ?", (int(i),)).rowcount
+                for i in ids
+            )

@@ -1,0 +1,127 @@
+"""The curation loop in a real browser, on a generated project with a written run.
+
+Select a confusion cell -> relabel its two images -> undo -> labels restored; then a
+lasso on the image map selects exactly the images inside it. Headless Debian chromium
+through Playwright, launched as tests/test_browser.py does; skipped when either is
+missing. Screenshots go to test-artifacts/ (and the README's to docs/).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from curation_project import finished_run, generated_run, map_coords
+from test_browser import ARGS, ARTIFACTS, CHROMIUM, browser, free_port  # noqa: F401
+
+pytestmark = pytest.mark.browser
+expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
+
+# pixel position of data point (x, y) of a plotly graph div, in page coordinates
+TO_PIXELS = """
+([selector, x, y]) => {
+  const gd = document.querySelector(selector);
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const box = gd.getBoundingClientRect();
+  return [box.left + xa._offset + xa.l2p(x), box.top + ya._offset + ya.l2p(y)];
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    from webapp.app import launch
+
+    port = free_port()
+    app, studio = launch(tmp_path_factory.mktemp("workspace"), port=port, prevent_thread_lock=True)
+    pid, _, image_ids = finished_run(studio.workspace)
+    try:
+        yield f"http://127.0.0.1:{port}/", studio, pid, image_ids
+    finally:
+        app.close()
+        studio.close()
+
+
+def labels(studio, pid) -> dict[int, str]:
+    return studio.workspace.images(pid).set_index("id")["node_id"].to_dict()
+
+
+def test_relabel_a_confusion_cell_undo_and_lasso_the_map(browser, studio):  # noqa: F811
+    url, st, pid, image_ids = studio
+    ev = generated_run(True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(url)
+        page.get_by_text("Project: generated").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Results").click()
+        page.locator("#confusion-plot .js-plotly-plot .hm").first.wait_for(timeout=60_000)
+
+        # the cell of true a2 predicted a1 holds two images (see curation_project)
+        a1, a2 = (ev.index.index_of(1, n) for n in ("a1", "a2"))
+        in_cell = [
+            image_ids[r]
+            for r in range(len(image_ids))
+            if ev.true[r, 1] == a2 and ev.logits[1][r].argmax() == a1
+        ]
+        assert len(in_cell) == 2
+        plot = page.locator("#confusion-plot .js-plotly-plot")
+        plot.scroll_into_view_if_needed()
+        x, y = page.evaluate(TO_PIXELS, ["#confusion-plot .js-plotly-plot", a1, a2])
+        page.mouse.click(x, y)
+        page.locator("#selection-note").get_by_text("2 images selected").wait_for(timeout=30_000)
+        table = page.locator("#selection-table").inner_text()
+        assert all(str(i) in table for i in in_cell)
+
+        before = labels(st, pid)
+        picker = page.locator("#selection-target input")
+        picker.click()
+        picker.fill("C / c2")
+        page.get_by_role("option", name="C / c2", exact=True).click()
+        page.locator("#selection-relabel").click()
+        page.locator("#selection-status").get_by_text("Labelled 2 images").wait_for(timeout=30_000)
+        after = labels(st, pid)
+        assert [after[i] for i in in_cell] == ["c2", "c2"]
+        assert {k: v for k, v in after.items() if k not in in_cell} == {
+            k: v for k, v in before.items() if k not in in_cell
+        }
+        expect(page.locator("#selection-table")).to_contain_text("C / c2")
+        page.screenshot(path=str(ARTIFACTS / "browser-curation-relabel.png"), full_page=True)
+
+        page.locator("#selection-undo").click()
+        page.locator("#selection-status").get_by_text("2 labels restored").wait_for(timeout=30_000)
+        assert labels(st, pid) == before
+
+        # a lasso around the b1 cluster of the image map selects b1's images, no others
+        page.get_by_role("tab", name="Embedding maps").click()
+        page.get_by_role("button", name="Compute the maps (UMAP, cached per run)").click()
+        graph = "#image-map-plot .js-plotly-plot"
+        page.locator(f"{graph} .scatterlayer .point").first.wait_for(timeout=60_000)
+        page.locator(graph).scroll_into_view_if_needed()
+        b1 = ev.index.index_of(1, "b1")
+        centre = map_coords(ev)[ev.true[:, 1] == b1].mean(axis=0)
+        page.locator(graph).hover()
+        page.locator(f'{graph} .modebar-btn[data-val="lasso"]').click()
+        corners = [(-3, -3), (3, -3), (3, 3), (-3, 3), (-3, -3)]
+        points = [
+            page.evaluate(TO_PIXELS, [graph, centre[0] + dx, centre[1] + dy]) for dx, dy in corners
+        ]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for p in points[1:]:
+            page.mouse.move(*p, steps=8)
+        page.mouse.up()
+        rows = [r for r in range(len(image_ids)) if ev.true[r, 1] == b1]
+        page.locator("#selection-note").get_by_text(f"{len(rows)} images selected").wait_for(
+            timeout=30_000
+        )
+        expect(page.locator("#selection-table")).to_contain_text(f"img{rows[0]}.png")
+        table = page.locator("#selection-table").inner_text()
+        shown = sorted(int(n) for n in re.findall(r"img(\d+)\.png", table))
+        assert shown == rows  # the names are img<row>.png
+        page.screenshot(path=str(ARTIFACTS / "browser-curation-lasso.png"), full_page=True)
+        if os.environ.get("HIERTUNE_README_SCREENSHOT"):
+            page.screenshot(path="docs/curation-loop.png", full_page=False)
+    finally:
+        page.close()

@@ -1,0 +1,153 @@
+"""Label history, batch relabel with undo, tags and review requests in the store."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hiercore.errors import DataError, HierTuneError, TaxonomyError
+from hiercore.store import Workspace
+
+
+def png_bytes(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def project(tmp_path):
+    """Animals > {Birds > {crow, tit}, Cats}; images a0..a3 imported as crow, b0 unlabelled."""
+    with Workspace(tmp_path / "ws") as ws:
+        pid = ws.create_project("p")
+        ids = {"Birds": ws.add_node(pid, "Birds")}
+        ids["crow"] = ws.add_node(pid, "crow", ids["Birds"])
+        ids["tit"] = ws.add_node(pid, "tit", ids["Birds"])
+        ids["Cats"] = ws.add_node(pid, "Cats")
+        crows = ws.add_images(pid, [(f"a{k}.png", png_bytes(k)) for k in range(4)], ids["crow"])
+        free = ws.add_images(pid, [("b0.png", png_bytes(9))])
+        yield ws, pid, ids, crows.added + free.added
+
+
+def labels(ws, pid):
+    return dict(zip(ws.images(pid)["id"], ws.images(pid)["node_id"], strict=True))
+
+
+def test_relabel_two_images_then_undo_restores_them(project):
+    ws, pid, ids, images = project
+    ws.set_label(images[1], ids["tit"])  # a human label that the batch overwrites
+    before = labels(ws, pid)
+    batch = ws.relabel(pid, images[:2], "Birds / tit")
+    after = labels(ws, pid)
+    assert after[images[0]] == ids["tit"] and after[images[1]] == ids["tit"]
+    assert {k: v for k, v in after.items() if k not in images[:2]} == {
+        k: v for k, v in before.items() if k not in images[:2]
+    }
+    assert ws.last_batch(pid)["id"] == batch
+    assert ws.undo_batch(batch) == 1  # images[1] already was tit: nothing to restore
+    assert labels(ws, pid) == before
+    assert ws.last_batch(pid) is None
+    with pytest.raises(HierTuneError, match="already undone"):
+        ws.undo_batch(batch)
+
+
+def test_relabel_to_a_partial_path_and_clearing(project):
+    ws, pid, ids, images = project
+    batch = ws.relabel(pid, [images[0], images[4]], ["Birds"])
+    assert labels(ws, pid)[images[4]] == ids["Birds"]
+    assert ws.images(pid).set_index("id").loc[images[4], "source"] == "human"
+    ws.relabel(pid, [images[0]], None)
+    assert labels(ws, pid)[images[0]] is None
+    # the second batch changed images[0] again: undoing the first leaves it alone
+    assert ws.undo_batch(batch) == 1
+    assert labels(ws, pid)[images[0]] is None and labels(ws, pid)[images[4]] is None
+
+
+def test_history_of_an_image_lists_its_writes(project):
+    ws, pid, ids, images = project
+    ws.set_label(images[0], ids["Cats"])
+    batch = ws.relabel(pid, [images[0]], ids["tit"])
+    ws.undo_batch(batch)
+    ws.merge_nodes(pid, ids["crow"], ids["tit"])  # images[0] is on Cats: untouched
+    ws.set_label(images[0], ids["tit"])
+    history = ws.label_history(images[0])
+    assert [(h["source"], h["old_node"], h["new_node"]) for h in history] == [
+        ("import", None, ids["crow"]),
+        ("user", ids["crow"], ids["Cats"]),
+        ("batch", ids["Cats"], ids["tit"]),
+        ("undo", ids["tit"], ids["Cats"]),
+        ("user", ids["Cats"], ids["tit"]),
+    ]
+    assert history[2]["batch_id"] == batch
+    assert history[2]["new_label"] == "Birds / tit"
+    # a taxonomy edit's migration and its undo are in the history of the images it moved
+    moved = ws.label_history(images[1])
+    assert [h["source"] for h in moved] == ["import", "taxonomy"]
+    ws.undo(pid)
+    assert [h["source"] for h in ws.label_history(images[1])][-1] == "undo"
+    assert labels(ws, pid)[images[1]] == ids["crow"]
+
+
+def test_suggestion_edits_are_recorded_as_suggestions(project):
+    ws, pid, ids, images = project
+    ws.apply_edit(
+        pid, "merge crow into tit", lambda t: t.merge(ids["crow"], ids["tit"]), "suggestion"
+    )
+    assert ws.label_history(images[2])[-1]["source"] == "suggestion"
+
+
+def test_bad_relabels_change_nothing(project):
+    ws, pid, ids, images = project
+    before = labels(ws, pid)
+    other = ws.create_project("other")
+    stranger = ws.add_images(other, [("x.png", png_bytes(50))]).added[0]
+    with pytest.raises(DataError, match=f"Image {stranger} is not in this project"):
+        ws.relabel(pid, [images[0], stranger], ids["tit"])
+    with pytest.raises(TaxonomyError, match="neither a node id nor a name path"):
+        ws.relabel(pid, images[:2], "Birds / owl")
+    with pytest.raises(DataError, match="at least one image"):
+        ws.relabel(pid, [], ids["tit"])
+    assert labels(ws, pid) == before
+    assert ws.label_batches(pid) == []
+
+
+def test_tags_and_review_requests(project):
+    ws, pid, _ids, images = project
+    assert ws.tag_images(pid, images[:3], "blurry") == 3
+    assert ws.tag_images(pid, images[:2], "blurry") == 0
+    assert ws.untag_images(pid, [images[0]], "blurry") == 1
+    assert ws.image_tags(pid) == {images[1]: ["blurry"], images[2]: ["blurry"]}
+    with pytest.raises(DataError, match="non-empty"):
+        ws.tag_images(pid, images, " ")
+    assert ws.request_review(pid, images[3:], "confused with tit") == 2
+    assert [r["image_id"] for r in ws.review_requests(pid)] == images[3:]
+    assert ws.resolve_review(pid, [images[3]]) == 1
+    assert ws.remove_images(pid, [images[4]]) == 1
+    assert ws.review_requests(pid) == []
+
+
+def test_a_version_2_workspace_gains_the_curation_tables(tmp_path):
+    from hiercore.store.database import CURATION_SCHEMA, SCHEMA
+
+    root = tmp_path / "old"
+    root.mkdir()
+    conn = sqlite3.connect(root / "hiertune.sqlite")
+    for statement in SCHEMA[: len(SCHEMA) - len(CURATION_SCHEMA)]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (2)")
+    conn.commit()
+    conn.close()
+    with Workspace(root) as ws:
+        pid = ws.create_project("p")
+        node = ws.add_node(pid, "a")
+        image = ws.add_images(pid, [("a.png", png_bytes(0))]).added[0]
+        batch = ws.relabel(pid, [image], node)
+        assert [h["batch_id"] for h in ws.label_history(image)] == [batch]
+    conn = sqlite3.connect(root / "hiertune.sqlite")
+    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 3
+    conn.close()
