@@ -37,6 +37,14 @@ class TaxonomyHistory(Database):
             self._require_project(conn, project_id)
             return self._current(conn, project_id)[1].copy()
 
+    def taxonomy_version(self, project_id: int) -> int:
+        """An id of the current tree that changes with every edit and undo (for caches)."""
+        with self._read() as conn:
+            self._require_project(conn, project_id)
+            return conn.execute(
+                "SELECT MAX(id) FROM taxonomy_versions WHERE project_id = ?", (project_id,)
+            ).fetchone()[0]
+
     def taxonomy_at(self, project_id: int, version: int) -> Taxonomy:
         """The tree as it was at 1-based `version` of `history()` (a fresh copy)."""
         with self._read() as conn:
