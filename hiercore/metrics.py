@@ -179,23 +179,44 @@ def hierarchical_consistent_accuracy(
     logits: Sequence[Any], true: Any, parents: Sequence[Any]
 ) -> float:
     """HCA (ProTeCt): leaf argmax right and, at every level, the argmax among the
-    children of the true node one level up right; over fully labelled samples."""
+    children of the true node one level up right; over fully labelled samples.
+
+    Memory is linear in N x (widest sibling group), not N x nodes: each sample's sibling
+    candidates are gathered through a (parents, widest family) table of child indices in
+    ascending order, so ties go to the lowest index as an argmax over the level would.
+    """
     true = _as_paths(true)
     parent_arrays = _as_parents(parents)
     full = _fully_labelled(true)
     if not full.any():
         return math.nan
+    rows = np.flatnonzero(full)
     true = true[full]
-    scores = [_as_array(z).astype(np.float64)[full] for z in logits]
-    ok = scores[-1].argmax(axis=1) == true[:, -1]
-    for level, z in enumerate(scores):
-        if level == 0:
-            restricted = z
-        else:
-            is_child = parent_arrays[level][None, :] == true[:, level - 1][:, None]
-            restricted = np.where(is_child, z, -np.inf)
-        ok &= restricted.argmax(axis=1) == true[:, level]
+    scores = [_as_array(z) for z in logits]
+    ok = scores[-1].argmax(axis=1)[rows] == true[:, -1]
+    ok &= scores[0].argmax(axis=1)[rows] == true[:, 0]
+    for level in range(1, len(scores)):
+        table = _children_table(parent_arrays[level], scores[level - 1].shape[1])
+        candidates = table[true[:, level - 1]]  # (n, widest family), -1 pads
+        for start in range(0, len(rows), 4096):  # bounded temporaries at any N
+            part = slice(start, start + 4096)
+            cand = candidates[part]
+            picked = scores[level][rows[part, None], np.maximum(cand, 0)]
+            picked[cand < 0] = -np.inf
+            best = cand[np.arange(len(cand)), picked.argmax(axis=1)]
+            ok[part] &= best == true[part, level]
     return float(ok.mean())
+
+
+def _children_table(parents: np.ndarray, n_parents: int) -> np.ndarray:
+    """(n_parents, widest family) child indices per parent, ascending, padded with -1."""
+    order = np.argsort(parents, kind="stable")
+    counts = np.bincount(parents, minlength=n_parents)
+    table = np.full((n_parents, max(int(counts.max(initial=0)), 1)), -1, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    column = np.arange(len(order)) - np.repeat(starts, counts)
+    table[parents[order], column] = order
+    return table
 
 
 def confusion_matrices(pred: Any, true: Any, sizes: Sequence[int]) -> list[np.ndarray]:
@@ -208,6 +229,22 @@ def confusion_matrices(pred: Any, true: Any, sizes: Sequence[int]) -> list[np.nd
         np.add.at(matrix, (true[known, level], pred[known, level]), 1)
         matrices.append(matrix)
     return matrices
+
+
+def confusion_at_level(pred: Any, true: Any, level: int, size: int, sparse: bool = False):
+    """The (C, C) count matrix of one 0-based `level` (true rows, predicted columns);
+    a `scipy.sparse.csr_matrix` when `sparse` (a 10k-leaf level is 800 MB dense)."""
+    pred, true = _as_paths(pred), _as_paths(true)
+    known = true[:, level] >= 0
+    rows, cols = true[known, level], pred[known, level]
+    if sparse:
+        from scipy.sparse import coo_matrix
+
+        ones = np.ones(len(rows), dtype=np.int64)
+        return coo_matrix((ones, (rows, cols)), shape=(size, size)).tocsr()  # sums duplicates
+    matrix = np.zeros((size, size), dtype=np.int64)
+    np.add.at(matrix, (rows, cols), 1)
+    return matrix
 
 
 def _json_safe(value: Any) -> Any:
@@ -235,6 +272,10 @@ def _decoding_summary(
     }
 
 
+DECODE_CHUNK = 256
+"""Rows decoded at once by `evaluate_predictions` (bounds its temporaries at any N)."""
+
+
 def evaluate_predictions(logits: Sequence[Any], true: Any, parents: Sequence[Any]) -> dict:
     """JSON-ready summary for the CLI and the studio.
 
@@ -247,16 +288,22 @@ def evaluate_predictions(logits: Sequence[Any], true: Any, parents: Sequence[Any
     parent_arrays = _as_parents(parents)
     parent_tensors = [torch.as_tensor(p) for p in parent_arrays]
     sizes = [z.shape[1] for z in tensors]
-    summary = _decoding_summary(independent_decode(tensors).cpu(), true, parent_arrays, sizes)
-    summary["consistent"] = _decoding_summary(
-        consistent_decode(tensors, parent_tensors).cpu(), true, parent_arrays, sizes
-    )
+    # decoded in row chunks: a 10k-leaf level's log-softmax is N x 10k floats otherwise
+    chunks = [
+        [z[start : start + DECODE_CHUNK] for z in tensors]
+        for start in range(0, max(true.shape[0], 1), DECODE_CHUNK)
+    ]
+    independent = torch.cat([independent_decode(c).cpu() for c in chunks])
+    consistent = torch.cat([consistent_decode(c, parent_tensors).cpu() for c in chunks])
+    summary = _decoding_summary(independent, true, parent_arrays, sizes)
+    summary["consistent"] = _decoding_summary(consistent, true, parent_arrays, sizes)
     summary["hca"] = hierarchical_consistent_accuracy(tensors, true, parent_arrays)
     summary["n"] = int(true.shape[0])
     return _json_safe(summary)
 
 
 __all__ = [
+    "confusion_at_level",
     "confusion_matrices",
     "evaluate_predictions",
     "full_path_accuracy",

@@ -18,11 +18,13 @@ import numpy as np
 from hiercore.config import RunConfig
 from hiercore.errors import HierTuneError
 from hiercore.history import History
-from hiercore.metrics import confusion_matrices, inconsistency_by_subtree
+from hiercore.metrics import confusion_at_level, inconsistency_by_subtree
 from hiercore.run_folder import RESULT_FILES, RunFolder
 from hiercore.taxonomy import LevelIndex, Taxonomy
 
 DECODINGS = ("independent", "consistent")
+DENSE_CONFUSION_UP_TO = 1000
+"""Levels with more classes get a sparse confusion matrix (8 MB dense at this size)."""
 
 
 @dataclass
@@ -99,9 +101,12 @@ class RunResults:
         return self.predicted[decoding]
 
     # ------------------------------------------------------------------ views
-    def confusion(self, level: int, decoding: str = "independent") -> np.ndarray:
-        """Counts at 1-based `level`, true rows and predicted columns."""
-        return confusion_matrices(self.pred(decoding), self.true, self.index.sizes)[level - 1]
+    def confusion(self, level: int, decoding: str = "independent"):
+        """Counts at 1-based `level`, true rows and predicted columns: only that level, and
+        a `scipy.sparse.csr_matrix` above `DENSE_CONFUSION_UP_TO` classes."""
+        size = self.index.sizes[level - 1]
+        sparse = size > DENSE_CONFUSION_UP_TO
+        return confusion_at_level(self.pred(decoding), self.true, level - 1, size, sparse)
 
     def label_node(self, row: int) -> str | None:
         """The node id an image was labelled with (its deepest known level)."""

@@ -11,6 +11,7 @@ from PIL import Image
 
 from hiercore.errors import DataError, HierTuneError, TaxonomyError
 from hiercore.store import Workspace
+from hiercore.store.database import SCHEMA_VERSION
 
 
 def png_bytes(seed: int) -> bytes:
@@ -149,5 +150,5 @@ def test_a_version_2_workspace_gains_the_curation_tables(tmp_path):
         batch = ws.relabel(pid, [image], node)
         assert [h["batch_id"] for h in ws.label_history(image)] == [batch]
     conn = sqlite3.connect(root / "hiertune.sqlite")
-    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 3
+    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()

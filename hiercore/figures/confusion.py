@@ -134,23 +134,28 @@ def tree_confusion_figure(
 ) -> go.Figure:
     """Row-normalised confusion at 1-based `level` with ancestor bands on both axes.
 
-    `cm` is the level's (C, C) count matrix (true rows, predicted columns), e.g. from
-    `hiercore.metrics.confusion_matrices`. Above `max_classes` classes it is summed by
-    subtree and the title says so. Cell customdata: [true index, predicted index, group
-    level, count, share of row, true path, predicted path].
+    `cm` is the level's (C, C) count matrix (true rows, predicted columns), dense or
+    scipy.sparse, e.g. from `hiercore.metrics.confusion_at_level`. Above `max_classes`
+    classes it is summed by subtree and the title says so. Cell customdata: [true index,
+    predicted index, group level, count, share of row, true path, predicted path].
     """
     level = check_level(index, level)
-    cm = np.asarray(cm)
+    sparse = hasattr(cm, "tocoo")  # scipy.sparse: a 10k-class level is summed cell by cell
+    cm = cm if sparse else np.asarray(cm)
     size = index.sizes[level - 1]
     if cm.shape != (size, size):
         raise ValueError(f"cm must be ({size}, {size}) for level {level}, got {cm.shape}.")
     glevel = group_level(index, level, max_classes)
     n = index.sizes[glevel - 1]
-    matrix = (
-        cm
-        if glevel == level
-        else aggregate_confusion(cm, ancestor_indices(index, level, glevel), n)
-    )
+    if sparse:
+        cells = cm.tocoo()
+        groups = np.arange(size) if glevel == level else ancestor_indices(index, level, glevel)
+        matrix = np.zeros((n, n), dtype=np.int64)
+        np.add.at(matrix, (groups[cells.row], groups[cells.col]), cells.data)
+    elif glevel == level:
+        matrix = cm
+    else:
+        matrix = aggregate_confusion(cm, ancestor_indices(index, level, glevel), n)
     row_totals = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, row_totals, out=np.zeros(matrix.shape), where=row_totals > 0)
 

@@ -49,10 +49,11 @@ def shade(color: str, depth: int, sibling: int = 0) -> str:
 def ancestor_colors(tax: Taxonomy) -> dict[str, str]:
     """Colour of every node: its first-level ancestor's hue, shaded by depth."""
     colors: dict[str, str] = {}
-    stack = [(top, 1, k, top_color(k)) for k, top in enumerate(tax.children(ROOT))]
+    succ = tax.graph.succ
+    stack = [(top, 1, k, top_color(k)) for k, top in enumerate(succ[ROOT])]
     while stack:
         node, depth, sibling, base = stack.pop()
         colors[node] = shade(base, depth, sibling)
-        for s, child in enumerate(tax.children(node)):
+        for s, child in enumerate(succ[node]):
             stack.append((child, depth + 1, s, base))
     return colors

@@ -44,16 +44,17 @@ def tree_sectors(tax: Taxonomy, counts: Mapping[str, int] | None = None) -> Tree
     colors = ancestor_colors(tax)
     ids, labels, parents, paths = [], [], [], []
     # explicit stack keeps this linear for 10k-leaf trees (no per-node path walks)
-    stack = [(child, ROOT, "") for child in reversed(tax.children(ROOT))]
+    succ, nodes = tax.graph.succ, tax.graph.nodes  # direct adjacency: 16k nodes add up
+    stack = [(child, ROOT, "") for child in reversed(list(succ[ROOT]))]
     while stack:
         node, parent, parent_path = stack.pop()
-        name = tax.name(node)
+        name = nodes[node]["name"]
         path = f"{parent_path}{PATH_SEP}{name}" if parent_path else name
         ids.append(node)
         labels.append(name)
         parents.append("" if parent == ROOT else parent)
         paths.append(path)
-        stack.extend((child, node, path) for child in reversed(tax.children(node)))
+        stack.extend((child, node, path) for child in reversed(list(succ[node])))
     position = {node: i for i, node in enumerate(ids)}
     own = [int(counts.get(node, 0)) for node in ids]
     subtree = list(own)
@@ -83,11 +84,79 @@ def _pick_size(sectors: TreeSectors, size_by: str | None) -> str:
     return size_by
 
 
+def bounded_sectors(
+    sectors: TreeSectors, max_sectors: int, root: str | None = None
+) -> tuple[TreeSectors, str]:
+    """At most `max_sectors` entries: `root`'s subtree (the whole tree if None), ring by
+    ring from the top, as many whole rings as fit; a first ring too large keeps its largest
+    sectors. Values stay subtree totals of the whole tree. Also says what was left out."""
+    n = len(sectors.ids)
+    position = {node: i for i, node in enumerate(sectors.ids)}
+    size = [1] * n  # nodes in each subtree: a subtree is a contiguous run in DFS order
+    for i in range(n - 1, -1, -1):
+        if sectors.parents[i]:
+            size[position[sectors.parents[i]]] += size[i]
+    depth = [0] * n
+    for i in range(n):
+        if sectors.parents[i]:
+            depth[i] = depth[position[sectors.parents[i]]] + 1
+    if root is None:
+        start, stop = 0, n
+    else:
+        start = position[root]
+        stop = start + size[start]
+    top = depth[start]
+    per_ring: dict[int, int] = {}
+    for i in range(start, stop):
+        per_ring[depth[i]] = per_ring.get(depth[i], 0) + 1
+    rings, total = top, 0
+    for d in sorted(per_ring):
+        if total + per_ring[d] > max_sectors and d > top:
+            break
+        rings, total = d, total + per_ring[d]
+    keep = [i for i in range(start, stop) if depth[i] <= rings]
+    if len(keep) > max_sectors:  # only one ring, and too wide
+        values = sectors.subtree if any(sectors.own) else sectors.leaves
+        keep = sorted(sorted(keep, key=lambda i: -values[i])[:max_sectors])
+    kept = set(keep)
+
+    def pick(values: list) -> list:
+        return [values[i] for i in keep]
+
+    parents = [p if p and position[p] in kept else "" for p in pick(sectors.parents)]
+    out = TreeSectors(
+        pick(sectors.ids),
+        pick(sectors.labels),
+        parents,
+        pick(sectors.paths),
+        pick(sectors.own),
+        pick(sectors.subtree),
+        pick(sectors.leaves),
+        pick(sectors.colors),
+    )
+    hidden = (stop - start) - len(keep)
+    where = "" if root is None else f" of {sectors.paths[start]!r}"
+    note = f"; showing {len(keep):,} nodes{where} ({hidden:,} deeper ones hidden)" if hidden else ""
+    if root is not None and not hidden:
+        note = f"; showing the subtree of {sectors.paths[start]!r}"
+    return out, note
+
+
 def _trace_args(
-    tax: Taxonomy, counts: Mapping[str, int] | None, size_by: str | None, maxdepth: int | None
+    tax: Taxonomy,
+    counts: Mapping[str, int] | None,
+    size_by: str | None,
+    maxdepth: int | None,
+    max_sectors: int | None = None,
+    root: str | None = None,
 ) -> tuple[dict, str]:
     sectors = tree_sectors(tax, counts)
+    all_nodes, total = len(sectors.ids), sum(sectors.own)
+    note = ""
     size_by = _pick_size(sectors, size_by)
+    if max_sectors is not None and (root is not None or all_nodes > max_sectors):
+        sectors, note = bounded_sectors(sectors, max_sectors, root)
+        maxdepth = -1 if maxdepth is None else maxdepth
     if maxdepth is None:
         maxdepth = 3 if len(sectors.ids) > AUTO_MAXDEPTH_NODES else -1
     customdata = [
@@ -111,9 +180,8 @@ def _trace_args(
         ),
         maxdepth=maxdepth,
     )
-    total = sum(sectors.own)
     size_note = "sized by labelled images" if size_by == "images" else "sized by leaf count"
-    title = f"Taxonomy: {len(sectors.ids):,} nodes, {total:,} labelled images ({size_note})"
+    title = f"Taxonomy: {all_nodes:,} nodes, {total:,} labelled images ({size_note}){note}"
     return args, title
 
 
@@ -123,14 +191,18 @@ def taxonomy_sunburst(
     *,
     size_by: str | None = None,
     maxdepth: int | None = None,
+    max_sectors: int | None = None,
+    root: str | None = None,
 ) -> go.Figure:
     """A sunburst of the taxonomy; sector ids are node ids.
 
     `counts` maps node id to the images labelled at that node. `size_by` is "images"
     (subtree image counts) or "leaves"; by default images when any are labelled.
     `maxdepth` caps the rings drawn at once (-1: all; default all up to 2,000 nodes, else 3).
+    `max_sectors` bounds what is sent at all (the studio's 10k-leaf trees: the top rings
+    that fit), and `root` draws only that node's subtree (`bounded_sectors`).
     """
-    args, title = _trace_args(tax, counts, size_by, maxdepth)
+    args, title = _trace_args(tax, counts, size_by, maxdepth, max_sectors, root)
     fig = go.Figure(go.Sunburst(insidetextorientation="radial", **args))
     fig.update_layout(title=title, margin=dict(t=50, l=10, r=10, b=10))
     return fig

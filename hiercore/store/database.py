@@ -25,9 +25,10 @@ import pandas as pd
 
 from hiercore.errors import DataError, HierTuneError
 from hiercore.taxonomy import Taxonomy
+from hiercore.taxonomy.delta import apply_deltas
 
 DB_NAME = "hiertune.sqlite"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -37,14 +38,17 @@ SCHEMA = (
         created TEXT NOT NULL,
         updated TEXT NOT NULL
     )""",
-    # One row per taxonomy edit (the whole tree as JSON); a project's newest row is its
-    # current tree, and undo deletes that row.
+    # One row per taxonomy edit; a project's newest row is its current tree, and undo
+    # deletes that row. A row holds either the whole tree as JSON (`taxonomy`, delta NULL:
+    # a snapshot) or what changed since the previous row (`delta`, taxonomy ''): see
+    # hiercore.store.taxonomy_history.
     """CREATE TABLE taxonomy_versions (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
         taxonomy TEXT NOT NULL,
         description TEXT NOT NULL,
-        created TEXT NOT NULL
+        created TEXT NOT NULL,
+        delta TEXT
     )""",
     "CREATE INDEX taxonomy_versions_project ON taxonomy_versions(project_id, id)",
     """CREATE TABLE images (
@@ -278,6 +282,12 @@ class Database:
                     conn.execute(statement)
                 conn.execute("UPDATE schema_version SET version = 3")
                 version = 3
+            if version == 3:  # version 4 stores taxonomy edits as deltas; old rows are snapshots
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(taxonomy_versions)")}
+                if "delta" not in columns:
+                    conn.execute("ALTER TABLE taxonomy_versions ADD COLUMN delta TEXT")
+                conn.execute("UPDATE schema_version SET version = 4")
+                version = 4
         if version > SCHEMA_VERSION:
             raise HierTuneError(
                 f"Workspace {self.root} was written by a newer HierTune "
@@ -324,11 +334,28 @@ class Database:
         cached = self._taxonomy_cache.get(project_id)
         if cached is not None and cached[0] == vid:
             return cached
-        text = conn.execute("SELECT taxonomy FROM taxonomy_versions WHERE id = ?", (vid,))
-        tax = taxonomy_from_json(text.fetchone()[0])
+        tax = self._tree_at(conn, project_id, vid)
         # A committed version id names one tree for good (AUTOINCREMENT never reuses it).
         self._taxonomy_cache[project_id] = (vid, tax)
         return vid, tax
+
+    def _tree_at(self, conn: sqlite3.Connection, project_id: int, version_id: int) -> Taxonomy:
+        """The tree of one stored version: its latest snapshot with the deltas after it."""
+        base_id, text = conn.execute(
+            "SELECT id, taxonomy FROM taxonomy_versions WHERE project_id = ? AND id <= ? "
+            "AND delta IS NULL ORDER BY id DESC LIMIT 1",
+            (project_id, version_id),
+        ).fetchone()
+        deltas = [
+            json.loads(r[0])
+            for r in conn.execute(
+                "SELECT delta FROM taxonomy_versions WHERE project_id = ? AND id > ? "
+                "AND id <= ? ORDER BY id",
+                (project_id, base_id, version_id),
+            )
+        ]
+        tax = taxonomy_from_json(text)
+        return apply_deltas(tax, deltas) if deltas else tax
 
     def _labelled_nodes(self, conn: sqlite3.Connection, project_id: int) -> dict[str, int]:
         """Node id -> number of the project's images labelled exactly there."""

@@ -389,10 +389,18 @@ class ImageLibrary(Database):
             _, tax = self._current(conn, project_id)
             labelled = self._labelled_nodes(conn, project_id)
         counts = dict.fromkeys(tax.iter_dfs(), 0)
+        pred = tax.graph.pred  # direct adjacency: 10k labelled leaves x 7 ranks add up
         for node, n in labelled.items():
-            for ancestor in tax.path(node):
-                counts[ancestor] += n
+            while node in counts:
+                counts[node] += n
+                node = next(iter(pred[node]))
         return counts
+
+    def exact_label_counts(self, project_id: int) -> dict[str, int]:
+        """For every labelled node, the number of images labelled exactly at it."""
+        with self._read() as conn:
+            self._require_project(conn, project_id)
+            return self._labelled_nodes(conn, project_id)
 
     def training_snapshot(self, project_id: int) -> tuple[Taxonomy, list]:
         """(taxonomy, labelled samples) read at one instant, so that every label is a node

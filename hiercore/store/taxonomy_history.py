@@ -1,9 +1,14 @@
 """Taxonomy versions of a project: edits with label migration, import, exact undo.
 
-Every edit stores the whole tree (`Taxonomy.to_dict()`) as a new version, and the labels
-it changes are rewritten in the same transaction, each with its previous value kept
-beside the version (`label_changes`). `undo` therefore restores the tree and every label
-exactly, including after a merge or a delete that moved or dropped labels.
+Every edit stores a new version, and the labels it changes are rewritten in the same
+transaction, each with its previous value kept beside the version (`label_changes`).
+`undo` therefore restores the tree and every label exactly, including after a merge or a
+delete that moved or dropped labels.
+
+A version is stored as a delta against the previous one (`hiercore.taxonomy.delta`: a
+rename is one record, not the 1 MB JSON of a 16k-node tree), with a full snapshot
+(`Taxonomy.to_dict()`) every `SNAPSHOT_EVERY` versions or when the delta would be large
+(an import). Reading any version replays at most that many deltas from its snapshot.
 """
 
 from __future__ import annotations
@@ -13,9 +18,15 @@ import sqlite3
 from collections.abc import Callable
 
 from hiercore.errors import TaxonomyError
-from hiercore.store.database import Database, taxonomy_from_json, utc_now
+from hiercore.store.database import Database, utc_now
 from hiercore.store.label_history import record_label_write
 from hiercore.taxonomy import ROOT, EditReport, Taxonomy
+from hiercore.taxonomy.delta import delta_size, tree_delta
+
+SNAPSHOT_EVERY = 25
+"""A version with this many deltas since the last full snapshot is stored whole."""
+SMALL_DELTA = 100
+"""A delta of up to this many records is never replaced by a snapshot."""
 
 
 class TaxonomyHistory(Database):
@@ -26,6 +37,31 @@ class TaxonomyHistory(Database):
         with self._read() as conn:
             self._require_project(conn, project_id)
             return self._current(conn, project_id)[1].copy()
+
+    def taxonomy_version(self, project_id: int) -> int:
+        """An id of the current tree that changes with every edit and undo (for caches)."""
+        with self._read() as conn:
+            self._require_project(conn, project_id)
+            return conn.execute(
+                "SELECT MAX(id) FROM taxonomy_versions WHERE project_id = ?", (project_id,)
+            ).fetchone()[0]
+
+    def taxonomy_at(self, project_id: int, version: int) -> Taxonomy:
+        """The tree as it was at 1-based `version` of `history()` (a fresh copy)."""
+        with self._read() as conn:
+            self._require_project(conn, project_id)
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM taxonomy_versions WHERE project_id = ? ORDER BY id",
+                    (project_id,),
+                )
+            ]
+            if not isinstance(version, int) or not 1 <= version <= len(ids):
+                raise TaxonomyError(
+                    f"Version {version!r} does not exist: the project has versions 1 to {len(ids)}."
+                )
+            return self._tree_at(conn, project_id, ids[version - 1])
 
     def apply_edit(
         self,
@@ -74,10 +110,22 @@ class TaxonomyHistory(Database):
     ) -> int:
         """Insert a taxonomy version and migrate the labels it affects (inside a write)."""
         now = utc_now()
+        _, previous = self._current(conn, project_id)
+        delta = tree_delta(previous, taxonomy)
+        since_snapshot = conn.execute(
+            "SELECT COUNT(*) FROM taxonomy_versions WHERE project_id = ? AND id > "
+            "(SELECT MAX(id) FROM taxonomy_versions WHERE project_id = ? AND delta IS NULL)",
+            (project_id, project_id),
+        ).fetchone()[0]
+        large = delta_size(delta) > max(SMALL_DELTA, len(taxonomy) // 2)
+        if since_snapshot + 1 >= SNAPSHOT_EVERY or large:
+            row = (json.dumps(taxonomy.to_dict()), None)
+        else:
+            row = ("", json.dumps(delta, ensure_ascii=False))
         vid = conn.execute(
-            "INSERT INTO taxonomy_versions (project_id, taxonomy, description, created) "
-            "VALUES (?, ?, ?, ?)",
-            (project_id, json.dumps(taxonomy.to_dict()), description, now),
+            "INSERT INTO taxonomy_versions (project_id, taxonomy, description, created, delta) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (project_id, row[0], description, now, row[1]),
         ).lastrowid
         labelled = self._labelled_nodes(conn, project_id)
         for node in labelled:
@@ -100,6 +148,8 @@ class TaxonomyHistory(Database):
             for row in rows:
                 self._move_label(conn, vid, row, dest, now, history_source)
         self._touch(conn, project_id, now)
+        # the next read needs no replay (a rollback clears this cache again)
+        self._taxonomy_cache[project_id] = (vid, taxonomy)
         return vid
 
     def _move_label(
@@ -269,11 +319,7 @@ class TaxonomyHistory(Database):
                 return None
             vid, description = rows[0]
             _, undone = self._current(conn, project_id)
-            restored = taxonomy_from_json(
-                conn.execute(
-                    "SELECT taxonomy FROM taxonomy_versions WHERE id = ?", (rows[1][0],)
-                ).fetchone()[0]
-            )
+            restored = self._tree_at(conn, project_id, rows[1][0])
             now = utc_now()
             restoring = conn.execute(
                 """SELECT c.image_id, c.old_node, c.old_source, l.node_id, l.source
@@ -315,6 +361,7 @@ class TaxonomyHistory(Database):
                 )
             conn.execute("DELETE FROM taxonomy_versions WHERE id = ?", (vid,))
             self._touch(conn, project_id, now)
+            self._taxonomy_cache[project_id] = (rows[1][0], restored)
         return description
 
     def history(self, project_id: int) -> list[dict]:

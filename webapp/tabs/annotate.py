@@ -21,7 +21,7 @@ from hiercore.ingest import ImportSummary, import_files
 from hiercore.review import review_order, review_scores
 from webapp.feedback import ok, problem, user_errors
 from webapp.literal import html_text, md_text
-from webapp.pickers import node_picker
+from webapp.pickers import attach_search, node_picker
 from webapp.state import Studio
 from webapp.tabs import curation
 from webapp.uploads import uploads_discarded
@@ -240,6 +240,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
             str(image_id),
         )
 
+    attach_search(picker, studio, project)  # a large tree is searched on the server
     view_outputs = [image, info, picker, position, suggestion_note, *suggestion_btns, suggested]
     view_outputs += [gallery, shown]
 

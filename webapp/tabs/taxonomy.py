@@ -10,10 +10,11 @@ import gradio as gr
 from hiercore.errors import HierTuneError
 from hiercore.figures import taxonomy_sunburst
 from hiercore.ingest import taxonomy_from_upload
+from hiercore.store import Workspace
 from hiercore.taxonomy import ROOT, Taxonomy
 from webapp.feedback import ok, user_errors
 from webapp.literal import md_text
-from webapp.pickers import node_picker, text_tree
+from webapp.pickers import attach_search, node_picker, node_search, text_tree
 from webapp.state import Studio
 from webapp.uploads import uploads_discarded
 
@@ -30,10 +31,47 @@ class TaxonomyTab:
     refresh: object
 
 
+SUNBURST_MAX_SECTORS = 1500
+"""The most sectors the tab's sunburst sends (the top rings, or the selection's subtree)."""
+
+
 def exact_counts(studio: Studio, pid: int) -> dict[str, int]:
     """Images labelled exactly at each node (what the sunburst's counts mean)."""
-    labels = studio.workspace.images(pid)["node_id"].dropna()
-    return {str(k): int(v) for k, v in labels.value_counts().items()}
+    return exact_label_counts(studio.workspace, pid)
+
+
+def exact_label_counts(ws: Workspace, pid: int) -> dict[str, int]:
+    return ws.exact_label_counts(pid)
+
+
+def taxonomy_view(ws: Workspace, pid: int, selected: str | None) -> dict:
+    """What the tab shows for a project: sunburst, text tree, the three pickers, node info.
+
+    Bounded at any tree size: the sunburst holds at most `SUNBURST_MAX_SECTORS` sectors
+    (the selected node's neighbourhood when one is picked) and a picker on a large tree
+    sends only its value (typing searches, see `webapp.pickers.attach_search`).
+    """
+    tax = ws.taxonomy(pid)
+    exact = exact_label_counts(ws, pid)
+    search = node_search(tax, (str(ws.root), pid, ws.taxonomy_version(pid)))
+    focus = None
+    if selected in tax and len(tax) > SUNBURST_MAX_SECTORS:
+        focus = tax.parent(selected)
+        focus = None if focus == ROOT else focus
+    fig = (
+        taxonomy_sunburst(tax, exact, max_sectors=SUNBURST_MAX_SECTORS, root=focus)
+        if len(tax)
+        else None
+    )
+    counts = ws.label_counts(pid)
+    return {
+        "sunburst": fig,
+        "tree": text_tree(tax, counts),
+        "node": node_picker(tax, selected, search=search),
+        "target": node_picker(tax, with_root=True, search=search),
+        "delete_target": node_picker(tax, search=search),
+        "node_info": node_text(tax, selected, counts, exact),
+    }
 
 
 EXPORTS = {
@@ -54,9 +92,15 @@ def export_formats() -> list[tuple[str, str]]:
 
 def describe_node(studio: Studio, pid: int, tax: Taxonomy, node: str | None) -> str:
     if not node or node not in tax:
+        return node_text(tax, node, {}, {})
+    ws = studio.workspace
+    return node_text(tax, node, ws.label_counts(pid), exact_label_counts(ws, pid))
+
+
+def node_text(tax: Taxonomy, node: str | None, counts: dict, exact: dict) -> str:
+    if not node or node not in tax:
         return "Pick a node to edit it (type to search, e.g. *corv*)."
-    counts = studio.workspace.label_counts(pid)
-    here = exact_counts(studio, pid).get(node, 0)
+    here = exact.get(node, 0)
     below = len(tax.descendants(node))
     return (
         f"**{md_text(' / '.join(tax.path_names(node)))}** — {counts.get(node, 0)} labelled "
@@ -136,6 +180,10 @@ def build(studio: Studio, project: gr.BrowserState) -> TaxonomyTab:
         with gr.Tab("History"):
             history = gr.Markdown()
 
+    attach_search(node, studio, project)
+    attach_search(target, studio, project, with_root=True)
+    attach_search(delete_target, studio, project)
+
     def history_text(pid: int) -> str:
         rows = ws.history(pid)
         lines = [
@@ -160,15 +208,9 @@ def build(studio: Studio, project: gr.BrowserState) -> TaxonomyTab:
                 "",
                 gr.update(choices=export_formats()),
             )
-        tax = ws.taxonomy(pid)
-        fig = taxonomy_sunburst(tax, exact_counts(studio, pid)) if len(tax) else None
+        view = taxonomy_view(ws, pid, selected)
         return (
-            fig,
-            text_tree(tax, ws.label_counts(pid)),
-            node_picker(tax, selected),
-            node_picker(tax, with_root=True),
-            node_picker(tax),
-            describe_node(studio, pid, tax, selected),
+            *view.values(),
             history_text(pid),
             gr.update(choices=export_formats(), value=export_formats()[0][1]),
         )

@@ -1,0 +1,229 @@
+"""What the studio costs on a 10,000-leaf project: Taxonomy tab, edits, results, evaluation.
+
+Builds the iNaturalist-shaped synthetic project of `benchmarks.scale_project` (7 ranks,
+16,327 nodes, 20,000 labelled image rows) in a temporary workspace and prints, for each
+step, the time, the peak extra memory and the payload sent to the browser. Where the old
+way is still callable it is measured in the same run ("before") next to the current one.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.bench_scale_ui [--images 20000] [--val 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from benchmarks.scale_project import scale_predictions, scale_workspace
+
+
+class PeakRSS:
+    """Peak resident memory above the start, sampled every 2 ms (numpy and torch alike)."""
+
+    def __enter__(self) -> PeakRSS:
+        gc.collect()
+        self._proc = psutil.Process()
+        self.start = self._proc.memory_info().rss
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def timed(fn, repeats: int = 1):
+    """(result, best seconds of `repeats`, peak extra MB of the first call)."""
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        out = fn()
+        best = time.perf_counter() - start
+    for _ in range(repeats - 1):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return out, best, mem.mb
+
+
+def payload_mb(value) -> float:
+    """Size of what Gradio would send: the JSON of an update dict or a Plotly figure."""
+    if hasattr(value, "to_json"):
+        return len(value.to_json()) / 2**20
+    return len(json.dumps(value, default=str)) / 2**20
+
+
+def row(what: str, seconds: float | None = None, mb: float | None = None, note: str = "") -> None:
+    t = "" if seconds is None else f"{seconds:8.3f} s"
+    m = "" if mb is None else f"{mb:8.1f} MB"
+    print(f"  {what:<58} {t:>10} {m:>11}  {note}", flush=True)
+
+
+def bench_taxonomy(root: Path, n_images: int) -> None:
+    from hiercore.figures import taxonomy_sunburst
+    from webapp.pickers import node_choices, text_tree
+
+    print("Taxonomy tab (16,327 nodes)")
+    (ws, pid), seconds, _ = timed(lambda: scale_workspace(root, n_images))
+    row("build the synthetic workspace (not a studio step)", seconds)
+    tax, seconds, _ = timed(lambda: ws.taxonomy(pid), repeats=3)
+    row("ws.taxonomy (cached tree, copied)", seconds)
+    counts = ws.label_counts(pid)
+    _, seconds, _ = timed(lambda: ws.images(pid)["node_id"].value_counts())
+    row("before: exact label counts through ws.images", seconds)
+    exact, seconds, _ = timed(lambda: ws.exact_label_counts(pid))
+    row("after: ws.exact_label_counts", seconds)
+
+    fig, seconds, _ = timed(lambda: taxonomy_sunburst(tax, exact, maxdepth=3))
+    row("before: whole-tree sunburst", seconds, note=f"payload {payload_mb(fig):.1f} MB")
+    picker, seconds, _ = timed(lambda: {"choices": node_choices(tax), "value": None})
+    row(
+        "before: one full-path dropdown (x3 in the tab)",
+        seconds,
+        note=f"payload {payload_mb(picker):.1f} MB, {len(picker['choices'])} choices",
+    )
+    text, seconds, _ = timed(lambda: text_tree(tax, counts))
+    row("text tree (3,000 lines)", seconds, note=f"{len(text) / 2**20:.2f} MB")
+
+    from webapp.tabs import taxonomy as tab
+
+    if hasattr(tab, "taxonomy_view"):
+        view, seconds, _ = timed(lambda: tab.taxonomy_view(ws, pid, None))
+        sent = sum(payload_mb(v) for v in view.values())
+        row(
+            "after: taxonomy_view (everything the tab sends)",
+            seconds,
+            note=f"payload {sent:.2f} MB",
+        )
+
+    print("One edit (rename a genus) and its storage")
+    genus = next(n for n in tax.iter_dfs() if n.startswith("g"))
+    names = iter(f"Renamed {k}" for k in range(100))
+    _, seconds, _ = timed(lambda: ws.rename_node(pid, genus, next(names)), repeats=3)
+    row("ws.rename_node", seconds)
+    with ws._read() as conn:
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(taxonomy_versions)")}
+        col = "delta" if "delta" in cols else "taxonomy"
+        sizes = [
+            len(r[0] or "")
+            for r in conn.execute(
+                f"SELECT {col} FROM taxonomy_versions WHERE project_id = ? ORDER BY id DESC "
+                "LIMIT 3",
+                (pid,),
+            )
+        ]
+    full = len(json.dumps(tax.to_dict()))
+    row(
+        "stored per edit",
+        note=f"{max(sizes) / 1024:.1f} KB ({col}); whole tree {full / 2**20:.2f} MB",
+    )
+    if hasattr(tab, "taxonomy_view"):
+        _, seconds, _ = timed(lambda: tab.taxonomy_view(ws, pid, genus))
+        row("after: taxonomy_view after the edit", seconds)
+    ws.close()
+
+
+def bench_results(n_val: int) -> None:
+    from benchmarks.scale_project import inat_like_taxonomy
+    from hiercore.metrics import confusion_matrices, hierarchical_consistent_accuracy
+
+    print(f"Results ({n_val:,} validation images)")
+    tax = inat_like_taxonomy()
+    logits, true, index = scale_predictions(tax, n_val)
+    pred = np.stack([z.argmax(axis=1) for z in logits], axis=1)
+    _, seconds, mb = timed(lambda: confusion_matrices(pred, true, index.sizes)[2])
+    row("before: confusion at level 3 via every level's matrix", seconds, mb)
+    from hiercore.metrics import confusion_at_level
+    from hiercore.run_results import DENSE_CONFUSION_UP_TO
+
+    for level in (3, 7):
+        size = index.sizes[level - 1]
+        sparse = size > DENSE_CONFUSION_UP_TO
+        _, seconds, mb = timed(
+            lambda lv=level, n=size, sp=sparse: confusion_at_level(pred, true, lv - 1, n, sp)
+        )
+        row(
+            f"after: confusion at level {level} only ({'sparse' if sparse else 'dense'})",
+            seconds,
+            mb,
+        )
+    _, seconds, mb = timed(lambda: hca_dense(logits, true, index.parents))
+    row("before: HCA with float64 copies and N x nodes masks", seconds, mb)
+    _, seconds, mb = timed(lambda: hierarchical_consistent_accuracy(logits, true, index.parents))
+    row("after: HCA through sibling tables", seconds, mb)
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "predictions.npz"
+        np.savez_compressed(old, **{f"logits_{i}": z for i, z in enumerate(logits)})
+        size = old.stat().st_size / 2**20
+        row("before: every level's logits in predictions.npz", note=f"{size:.0f} MB")
+
+        def load():
+            with np.load(old) as z:
+                return [z[f"logits_{i}"] for i in range(len(logits))]
+
+        _, seconds, mb = timed(load)
+        row("before: loading them", seconds, mb)
+
+
+def hca_dense(logits, true, parents) -> float:
+    """The HCA of before this benchmark's change (float64 copies, dense masks)."""
+    full = (true >= 0).all(axis=1)
+    true = true[full]
+    scores = [np.asarray(z, dtype=np.float64)[full] for z in logits]
+    ok = scores[-1].argmax(axis=1) == true[:, -1]
+    for level, z in enumerate(scores):
+        restricted = z
+        if level:
+            is_child = np.asarray(parents[level])[None, :] == true[:, level - 1][:, None]
+            restricted = np.where(is_child, z, -np.inf)
+        ok &= restricted.argmax(axis=1) == true[:, level]
+    return float(ok.mean())
+
+
+def bench_evaluation(n_val: int) -> None:
+    from benchmarks.scale_project import inat_like_taxonomy
+    from hiercore.metrics import evaluate_predictions
+
+    tax = inat_like_taxonomy()
+    logits, true, index = scale_predictions(tax, n_val)
+    _, seconds, mb = timed(lambda: evaluate_predictions(logits, true, index.parents))
+    inputs = sum(z.nbytes for z in logits) / 2**20
+    row("evaluate_predictions (full metric set)", seconds, mb, f"logits themselves {inputs:.0f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20000, help="labelled image rows")
+    parser.add_argument("--val", type=int, default=5000, help="validation images in results")
+    parser.add_argument("--only", choices=["taxonomy", "results", "evaluation"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only in (None, "taxonomy"):
+            bench_taxonomy(Path(tmp) / "ws", args.images)
+    if args.only in (None, "results"):
+        bench_results(args.val)
+    if args.only in (None, "evaluation"):
+        bench_evaluation(args.val)
+
+
+if __name__ == "__main__":
+    main()

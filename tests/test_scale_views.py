@@ -1,0 +1,95 @@
+"""The studio's views stay bounded on a 10,000-leaf taxonomy: what the Taxonomy tab sends,
+the node search, and the results view's per-level confusion."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hiercore.store import Workspace
+from hiercore.taxonomy import ROOT, Node, Taxonomy
+from webapp.pickers import ALL_CHOICES_UP_TO, SEARCH_LIMIT, NodeSearch, node_picker, search_picker
+from webapp.tabs.taxonomy import SUNBURST_MAX_SECTORS, taxonomy_view
+
+
+def ten_k_taxonomy() -> Taxonomy:
+    """5 / 50 / 1,000 / 10,000 nodes: each node has 10 children, the first level 5."""
+    nodes, level = [], [ROOT]
+    for depth, width in enumerate((5, 10, 20, 10), start=1):
+        below = []
+        for k, parent in enumerate(level):
+            for c in range(width):
+                node = f"d{depth}n{k * width + c}"
+                nodes.append(Node(node, f"rank{depth} {k * width + c}", parent))
+                below.append(node)
+        level = below
+    return Taxonomy.from_nodes(nodes)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    with Workspace(tmp_path_factory.mktemp("ws")) as ws:
+        pid = ws.create_project("big")
+        ws.set_taxonomy(pid, ten_k_taxonomy())
+        yield ws, pid
+
+
+def payload(value) -> int:
+    return len(value.to_json()) if hasattr(value, "to_json") else len(json.dumps(value))
+
+
+def test_the_taxonomy_tab_sends_a_bounded_view_of_a_10k_leaf_tree(big):
+    ws, pid = big
+    tax = ws.taxonomy(pid)
+    assert len(tax.leaves()) == 10_000
+    view = taxonomy_view(ws, pid, None)
+    for key in ("node", "target", "delete_target"):
+        assert len(view[key]["choices"]) <= 1  # at most "(top level)": typing searches
+    trace = view["sunburst"].data[0]
+    assert 0 < len(trace.ids) <= SUNBURST_MAX_SECTORS
+    assert "deeper ones hidden" in view["sunburst"].layout.title.text
+    assert sum(payload(v) for v in view.values()) < 400_000  # the old view sent > 5 MB
+
+    leaf = "d4n4321"
+    view = taxonomy_view(ws, pid, leaf)
+    assert view["node"]["value"] == leaf and len(view["node"]["choices"]) == 1
+    ids = set(view["sunburst"].data[0].ids)
+    # the selection's neighbourhood: its parent's subtree, siblings included
+    assert leaf in ids and tax.parent(leaf) in ids and len(ids) == 11
+    assert "rank4 4321" in view["node_info"]
+
+
+def test_an_edit_changes_the_bounded_view(big):
+    ws, pid = big
+    node = "d3n7"
+    ws.rename_node(pid, node, "Corvidae")
+    try:
+        view = taxonomy_view(ws, pid, node)
+        assert view["node"]["choices"] == [("rank1 0 / rank2 0 / Corvidae", node)]
+        assert "Corvidae" in list(view["sunburst"].data[0].labels)
+    finally:
+        ws.undo(pid)
+
+
+def test_search_sends_only_the_best_matches():
+    search = NodeSearch(ten_k_taxonomy())
+    found = search_picker(search, "rank4 12", value="d1n0")["choices"]
+    assert len(found) == SEARCH_LIMIT + 1  # the matches, and the kept value
+    assert found[0] == ("rank1 0 / rank2 0 / rank3 1 / rank4 12", "d4n12")  # exact name
+    assert found[1] == ("rank1 0 / rank2 0 / rank3 12 / rank4 120", "d4n120")  # name prefix
+    assert all("rank4 12" in path for path, _ in found[:-1])
+    assert found[-1] == ("rank1 0", "d1n0")
+    exact = search.find("rank3 999")
+    assert exact[0][1] == "d3n999" and exact[0][0].endswith("rank3 999")
+    assert search.find("   ") == []
+
+
+def test_small_trees_still_send_every_choice():
+    tax = Taxonomy()
+    a = tax.add("Aves")
+    tax.add("Corvus", a)
+    update = node_picker(tax, a, with_root=True)
+    assert [c[1] for c in update["choices"]] == [ROOT, a, tax.children(a)[0]]
+    assert update["value"] == a
+    assert len(tax) <= ALL_CHOICES_UP_TO
