@@ -18,7 +18,7 @@ and prints the median step times and the ratios plain / fast and old / fast.
 
 Part 2, a synthetic taxonomy with iNaturalist 2021's rank sizes (3 / 13 / 51 / 273 /
 1,103 / 4,884 / 10,000: 16,327 nodes) and the tiny model: step time and peak memory of
-the fast step per LoRA setting, each in its own process (peak RSS from getrusage on CPU,
+the fast step per LoRA setting, each in its own process (peak RSS, VmHWM, on CPU;
 `torch.cuda.max_memory_allocated` on GPU).
 
     python -m benchmarks.bench_train_step                  # both parts, CPU
@@ -274,11 +274,7 @@ def tenk_child(
         opt.zero_grad(set_to_none=True)
         sync(device)
         times.append(time.perf_counter() - t0)
-    peak = (
-        torch.cuda.max_memory_allocated(device)
-        if device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss()
     return {
         "lora": lora,
         "nodes": len(model.node_ids),
@@ -291,6 +287,19 @@ def tenk_child(
         "step_s": statistics.median(times[1:]),
         "peak_gb": peak / 1024**3,
     }
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes. VmHWM, not getrusage's maxrss: Linux
+    carries maxrss over exec, so a child would report its parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def part_tenk(args, device: torch.device) -> None:

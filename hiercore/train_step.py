@@ -15,6 +15,9 @@ the work done to get there changes, never the math:
   cost of a second forward pass over the text.
 - **Frozen towers are not run.** Node features are computed once when the text tower has no
   adapters; image features are fed in precomputed when the vision tower has none.
+- **Sampled negatives, when asked for** (`negatives`): the one change to the math, an
+  estimate of the loss from each level's labelled nodes, their siblings and a weighted
+  sample of the rest (`hiercore.sampled_levels`); only the kept nodes are encoded.
 
 `StepLoss` is a module so that `DistributedDataParallel` can wrap it (its forward is one
 training micro-batch).
@@ -148,7 +151,12 @@ class NodeText:
 
 
 class StepLoss(nn.Module):
-    """One micro-batch: images (or frozen image features) and targets in, loss terms out."""
+    """One micro-batch: images (or frozen image features) and targets in, loss terms out.
+
+    `recompute_text` forces recomputation of text chunks on or off (default: above
+    `CHECKPOINT_PROMPTS` prompts); `negatives` samples that many per level when the text
+    tower trains, drawn from a generator seeded with `seed`.
+    """
 
     def __init__(
         self,

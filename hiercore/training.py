@@ -187,11 +187,15 @@ def train(
     sampler = DistributedSampler(
         dataset, num_replicas=procs.world, rank=procs.rank, shuffle=True, seed=config.seed
     )
+    # on a GPU, crops and decoding run in worker processes so the device does not wait
+    # for them (each epoch starts new workers, which read the dataset's new epoch)
+    workers = min(8, os.cpu_count() or 1) if device.type == "cuda" and vision_trains else 0
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
         sampler=sampler,
         pin_memory=device.type == "cuda",
+        num_workers=workers,
     )
     if device.type == "cuda" and vision_trains and os.environ.get("HIERTUNE_COMPILE") == "1":
         model.clip.visual.compile()  # in place: the adapter names stay the same

@@ -127,6 +127,19 @@ def test_text_only_training_encodes_images_once(split_data, tmp_path, monkeypatc
     assert calls["n"] == len(train_s) + len(val_s)
 
 
+def test_training_reads_the_files_when_the_image_cache_is_off(split_data, tmp_path, monkeypatch):
+    from hiercore import image_cache
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cache was built")
+
+    monkeypatch.setattr(image_cache.DecodedImages, "build", refuse)
+    tax, train_s, val_s = split_data
+    config = quick(lora="vision", eval_every_epoch=False, max_steps=2)
+    result = train(config, tax, train_s, val_s, tmp_path, image_cache=False)
+    assert result.state == "finished" and result.metrics["steps"] == 2
+
+
 def test_sampled_negatives_train_the_text_tower(split_data, tmp_path):
     tax, train_s, val_s = split_data
     config = quick(lora="text", negatives=2, eval_every_epoch=False, max_steps=2)
