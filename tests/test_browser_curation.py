@@ -125,3 +125,28 @@ def test_relabel_a_confusion_cell_undo_and_lasso_the_map(browser, studio):  # no
             page.screenshot(path="docs/curation-loop.png", full_page=False)
     finally:
         page.close()
+
+
+def test_a_suggestion_applies_and_undoes_from_the_results_tab(browser, studio):  # noqa: F811
+    url, st, pid, _ = studio
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(url)
+        page.get_by_text("Project: generated").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Results").click()
+        page.locator("#results-headline").get_by_role("heading").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Suggestions").click()
+        page.locator("#suggestions-find").click()
+        table = page.locator("#suggestions-table")
+        expect(table).to_contain_text("Move 'p' under 'B'", timeout=30_000)
+        table.get_by_text("Move 'p' under 'B'").first.click()
+        page.get_by_role("button", name="Apply the selected suggestion").click()
+        expect(page.locator("#suggestions-status")).to_contain_text("Applied", timeout=30_000)
+        assert st.workspace.taxonomy(pid).parent("p") == "B"
+        if os.environ.get("HIERTUNE_README_SCREENSHOT"):
+            page.screenshot(path="docs/curation-suggestions.png", full_page=False)
+        page.get_by_role("button", name="Undo the last taxonomy edit").click()
+        expect(page.locator("#suggestions-status")).to_contain_text("Undid", timeout=30_000)
+        assert st.workspace.taxonomy(pid).parent("p") == "A"
+    finally:
+        page.close()

@@ -219,6 +219,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
                 )
                 compare_btn = gr.Button("Run the baseline comparison", scale=1)
             compare_status = gr.Markdown()
+            curation_tab.build_run_comparison(studio, project, run)
         curation_tab.build_suggestions(studio, run)
     gallery_note = gr.Markdown()
     gallery = gr.Gallery(
