@@ -150,3 +150,22 @@ def test_a_suggestion_applies_and_undoes_from_the_results_tab(browser, studio): 
         assert st.workspace.taxonomy(pid).parent("p") == "A"
     finally:
         page.close()
+
+
+def test_batch_filter_finds_a_subtree(browser, studio):  # noqa: F811
+    url, st, pid, _ = studio
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(url)
+        page.get_by_text("Project: generated").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Data & labels").click()
+        page.get_by_text("Batch: filter images and act on them").click()
+        picker = page.get_by_label("Label in subtree")
+        picker.click()
+        picker.fill("B / b1")
+        page.get_by_role("option", name="B / b1", exact=True).click()
+        page.locator("#batch-find").click()
+        expected = len(st.workspace.find_images(pid, subtree="b1"))
+        expect(page.get_by_text(f"{expected} images match")).to_be_visible(timeout=30_000)
+    finally:
+        page.close()

@@ -151,3 +151,16 @@ def test_a_version_2_workspace_gains_the_curation_tables(tmp_path):
     conn = sqlite3.connect(root / "hiertune.sqlite")
     assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 3
     conn.close()
+
+
+def test_find_images_by_subtree_tag_split_and_labelled(project):
+    ws, pid, ids, images = project
+    ws.set_label(images[3], ids["Cats"])
+    ws.tag_images(pid, [images[0], images[3], images[4]], "check")
+    assert ws.find_images(pid, subtree=ids["Birds"]) == images[:3]
+    assert ws.find_images(pid, subtree=ids["crow"], tag="check") == images[:1]
+    assert ws.find_images(pid, tag="check", labelled=False) == images[4:]
+    assert ws.find_images(pid, split="unpinned") == images
+    assert ws.find_images(pid, split="val") == []
+    with pytest.raises(DataError, match="not in this project's taxonomy"):
+        ws.find_images(pid, subtree="nope")

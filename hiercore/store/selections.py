@@ -73,6 +73,45 @@ class Selections(Database):
             out.setdefault(image_id, []).append(tag)
         return out
 
+    def find_images(
+        self,
+        project_id: int,
+        subtree: str | None = None,
+        tag: str | None = None,
+        split: str | None = None,
+        labelled: bool | None = None,
+    ) -> list[int]:
+        """Ids of the images matching every filter given: labelled at `subtree` or below
+        it, carrying `tag`, pinned to `split` ('train', 'val' or 'unpinned'), labelled or
+        not."""
+        if split not in (None, "train", "val", "unpinned"):
+            raise DataError(f"A split filter is 'train', 'val' or 'unpinned', not {split!r}.")
+        with self._read() as conn:
+            self._require_project(conn, project_id)
+            tax = self._current(conn, project_id)[1]
+            if subtree is not None and subtree not in tax:
+                raise DataError(f"Node {subtree!r} is not in this project's taxonomy.")
+            sql = (
+                "SELECT i.id, l.node_id, i.split FROM images i JOIN labels l ON l.image_id = i.id "
+                "WHERE i.project_id = ?"
+            )
+            args: list = [project_id]
+            if tag:
+                sql += " AND i.id IN (SELECT image_id FROM tags WHERE tag = ?)"
+                args.append(tag.strip())
+            rows = conn.execute(sql + " ORDER BY i.id", args).fetchall()
+        under = set(tax.descendants(subtree)) | {subtree} if subtree else None
+        out = []
+        for image_id, node, pinned in rows:
+            if under is not None and node not in under:
+                continue
+            if split is not None and (pinned or "unpinned") != split:
+                continue
+            if labelled is not None and (node is not None) != labelled:
+                continue
+            out.append(image_id)
+        return out
+
     def request_review(self, project_id: int, image_ids: Iterable[int], reason: str = "") -> int:
         """Send images to the review queue with a reason; returns how many were not on it."""
         ids = list(dict.fromkeys(image_ids))

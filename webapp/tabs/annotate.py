@@ -32,6 +32,7 @@ QUEUES = [
     ("review: uncertain first (small top-2 margin)", "margin"),
     ("review: least confident first", "confidence"),
     ("review: levels disagree first", "inconsistency"),
+    ("review: sent by hand (Results or a batch)", "requested"),
 ]
 REVIEW_MODES = ("margin", "confidence", "inconsistency")
 PAGE = 24
@@ -52,6 +53,8 @@ def build_queue(studio: Studio, pid: int, mode: str, progress=None) -> list[int]
         return [int(i) for i in df.loc[df["node_id"].isna(), "id"]]
     if mode == "all":
         return [int(i) for i in df["id"]]
+    if mode == "requested":
+        return [int(r["image_id"]) for r in studio.workspace.review_requests(pid)]
     if mode not in REVIEW_MODES:
         raise HierTuneError(f"Unknown queue {mode!r}.")
     # review the images a person has not labelled yet (unlabelled or machine-labelled)
@@ -185,6 +188,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         object_fit="contain",
         elem_id="label-gallery",
     )
+    curation.build_batch(studio, project)
     curation.build_export(studio, project)
     cursor = gr.State({"ids": [], "pos": 0})
     suggested = gr.State([])

@@ -437,3 +437,106 @@ def build_run_comparison(studio: Studio, project: gr.BrowserState, run) -> None:
     private = {"api_visibility": "private"}
     compare_btn.click(compare, [picked, metric], [status, settings, curves], **private)
     diff_btn.click(per_node, [run_a, run_b], [status, diff], **private)
+
+
+SPLIT_FILTERS = [("any split", ""), ("train", "train"), ("val", "val"), ("not pinned", "unpinned")]
+LABEL_FILTERS = [("labelled or not", ""), ("labelled", "yes"), ("unlabelled", "no")]
+
+
+def build_batch(studio: Studio, project: gr.BrowserState) -> None:
+    """The Data & labels tab's batch box: filter the images, then act on all of them."""
+    ws = studio.workspace
+    with gr.Accordion("Batch: filter images and act on them", open=False):
+        with gr.Row(equal_height=True):
+            subtree = gr.Dropdown(label="Label in subtree", choices=[], scale=3)
+            tag = gr.Textbox(label="Tag", scale=1)
+            split = gr.Dropdown(SPLIT_FILTERS, value="", label="Split", scale=1)
+            labelled = gr.Dropdown(LABEL_FILTERS, value="", label="Labelled", scale=1)
+            find_btn = gr.Button("Find", scale=1, elem_id="batch-find")
+        note = gr.Markdown()
+        grid = gr.Gallery(columns=10, height=200, allow_preview=False, visible=False)
+        with gr.Row(equal_height=True):
+            target = gr.Dropdown(label="Relabel all to", choices=[], filterable=True, scale=3)
+            relabel_btn = gr.Button("Relabel", variant="primary")
+            undo_btn = gr.Button("Undo last relabel")
+            new_tag = gr.Textbox(label="Tag all with", scale=2)
+            tag_btn = gr.Button("Tag")
+            review_btn = gr.Button("Send to review")
+        status = gr.Markdown()
+    selection = gr.State([])
+
+    @user_errors(6)
+    def find(pid, node, word, where, has):
+        pid = studio.project_id(pid)
+        ids = ws.find_images(
+            pid,
+            subtree=node or None,
+            tag=(word or "").strip() or None,
+            split=where or None,
+            labelled={"yes": True, "no": False}.get(has),
+        )
+        df = ws.images(pid).set_index("id")
+        thumbs = [(df.loc[i, "path"], df.loc[i, "name"]) for i in ids[:60]]
+        tax = ws.taxonomy(pid)
+        return (
+            "",
+            ids,
+            f"**{len(ids)} images match**" + (" (showing 60)" if len(ids) > 60 else ""),
+            gr.update(value=thumbs, visible=bool(ids)),
+            node_picker(tax, node),
+            node_picker(tax),
+        )
+
+    find_btn.click(
+        find,
+        [project, subtree, tag, split, labelled],
+        [status, selection, note, grid, subtree, target],
+        api_visibility="private",
+    )
+
+    @user_errors(1)
+    def relabel(pid, ids, node):
+        pid = studio.project_id(pid)
+        if not ids:
+            raise HierTuneError("Find some images first.")
+        if not node:
+            raise HierTuneError("Pick the label to give them.")
+        batch = ws.relabel(pid, ids, node)
+        return ok(f"Labelled {len(ids)} images (batch #{batch}).")
+
+    @user_errors(1)
+    def undo(pid):
+        pid = studio.project_id(pid)
+        batch = ws.last_batch(pid)
+        if batch is None:
+            raise HierTuneError("There is no relabel batch to undo.")
+        return ok(f"Undid {batch['description']!r}: {ws.undo_batch(batch['id'])} labels restored.")
+
+    @user_errors(1)
+    def tag_all(pid, ids, word):
+        pid = studio.project_id(pid)
+        if not ids:
+            raise HierTuneError("Find some images first.")
+        return ok(f"Tagged {ws.tag_images(pid, ids, word)} images {word.strip()!r}.")
+
+    @user_errors(1)
+    def review(pid, ids):
+        pid = studio.project_id(pid)
+        if not ids:
+            raise HierTuneError("Find some images first.")
+        return ok(f"Sent {ws.request_review(pid, ids, 'sent from a batch')} images to review.")
+
+    def choices(pid, node):
+        try:
+            return node_picker(ws.taxonomy(studio.project_id(pid)), node)
+        except HierTuneError:
+            return gr.update(choices=[], value=None)
+
+    private = {"api_visibility": "private"}
+    # the tree may have changed in another tab: the pickers are filled when opened
+    subtree.focus(choices, [project, subtree], subtree, **private)
+    target.focus(choices, [project, target], target, **private)
+    relabel_btn.click(relabel, [project, selection, target], status, **private)
+    undo_btn.click(undo, project, status, **private)
+    tag_btn.click(tag_all, [project, selection, new_tag], status, **private)
+    review_btn.click(review, [project, selection], status, **private)
