@@ -121,8 +121,13 @@ def test_relabel_a_confusion_cell_undo_and_lasso_the_map(browser, studio):  # no
         shown = sorted(int(n) for n in re.findall(r"img(\d+)\.png", table))
         assert shown == rows  # the names are img<row>.png
         page.screenshot(path=str(ARTIFACTS / "browser-curation-lasso.png"), full_page=True)
-        if os.environ.get("HIERTUNE_README_SCREENSHOT"):
-            page.screenshot(path="docs/curation-loop.png", full_page=False)
+        if os.environ.get("HIERTUNE_README_SCREENSHOT"):  # the README's picture
+            top = page.locator("#image-map-plot").bounding_box()
+            bottom = page.locator("#selection-panel").bounding_box()
+            scroll = page.evaluate("window.scrollY")
+            clip = {"x": 0, "y": top["y"] + scroll, "width": 1400}
+            clip["height"] = bottom["y"] + bottom["height"] - top["y"]
+            page.screenshot(path="docs/curation-loop.png", full_page=True, clip=clip)
     finally:
         page.close()
 
@@ -143,8 +148,6 @@ def test_a_suggestion_applies_and_undoes_from_the_results_tab(browser, studio): 
         page.get_by_role("button", name="Apply the selected suggestion").click()
         expect(page.locator("#suggestions-status")).to_contain_text("Applied", timeout=30_000)
         assert st.workspace.taxonomy(pid).parent("p") == "B"
-        if os.environ.get("HIERTUNE_README_SCREENSHOT"):
-            page.screenshot(path="docs/curation-suggestions.png", full_page=False)
         page.get_by_role("button", name="Undo the last taxonomy edit").click()
         expect(page.locator("#suggestions-status")).to_contain_text("Undid", timeout=30_000)
         assert st.workspace.taxonomy(pid).parent("p") == "A"
