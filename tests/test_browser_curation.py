@@ -169,6 +169,14 @@ def test_batch_filter_finds_a_subtree(browser, studio):  # noqa: F811
         page.get_by_role("option", name="B / b1", exact=True).click()
         page.locator("#batch-find").click()
         expected = len(st.workspace.find_images(pid, subtree="b1"))
-        expect(page.get_by_text(f"{expected} images match")).to_be_visible(timeout=30_000)
+        note = page.locator("#batch-note")
+        expect(note).to_contain_text(f"{expected} images selected", timeout=30_000)
+        # clicks in the queue grid add to the selection
+        page.get_by_label("Clicking an image in the queue grid adds it").check()
+        thumbs = page.locator("#label-gallery .thumbnail-item")
+        thumbs.nth(0).click()
+        expect(note).to_contain_text(f"{expected + 1} images selected", timeout=30_000)
+        thumbs.nth(1).click()
+        expect(note).to_contain_text(f"{expected + 2} images selected", timeout=30_000)
     finally:
         page.close()

@@ -188,9 +188,9 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         object_fit="contain",
         elem_id="label-gallery",
     )
-    curation.build_batch(studio, project)
-    curation.build_export(studio, project)
     cursor = gr.State({"ids": [], "pos": 0})
+    curation.build_batch(studio, project, gallery, cursor, PAGE)
+    curation.build_export(studio, project)
     suggested = gr.State([])
     # the id of the image on the page, sent with every labelling event (see write_label)
     shown = gr.Textbox(visible="hidden", elem_id="label-shown-id")

@@ -443,8 +443,11 @@ SPLIT_FILTERS = [("any split", ""), ("train", "train"), ("val", "val"), ("not pi
 LABEL_FILTERS = [("labelled or not", ""), ("labelled", "yes"), ("unlabelled", "no")]
 
 
-def build_batch(studio: Studio, project: gr.BrowserState) -> None:
-    """The Data & labels tab's batch box: filter the images, then act on all of them."""
+def build_batch(
+    studio: Studio, project: gr.BrowserState, queue_grid=None, cursor=None, page: int = 24
+) -> None:
+    """The Data & labels tab's batch box: filter the images, or click them in the queue
+    grid (`queue_grid` shows page `page` of the `cursor`'s ids), then act on all of them."""
     ws = studio.workspace
     with gr.Accordion("Batch: filter images and act on them", open=False):
         with gr.Row(equal_height=True):
@@ -453,7 +456,11 @@ def build_batch(studio: Studio, project: gr.BrowserState) -> None:
             split = gr.Dropdown(SPLIT_FILTERS, value="", label="Split", scale=1)
             labelled = gr.Dropdown(LABEL_FILTERS, value="", label="Labelled", scale=1)
             find_btn = gr.Button("Find", scale=1, elem_id="batch-find")
-        note = gr.Markdown()
+        picking = gr.Checkbox(
+            False,
+            label="Clicking an image in the queue grid adds it to this selection (again: removes)",
+        )
+        note = gr.Markdown(elem_id="batch-note")
         grid = gr.Gallery(columns=10, height=200, allow_preview=False, visible=False)
         with gr.Row(equal_height=True):
             target = gr.Dropdown(label="Relabel all to", choices=[], filterable=True, scale=3)
@@ -475,16 +482,40 @@ def build_batch(studio: Studio, project: gr.BrowserState) -> None:
             split=where or None,
             labelled={"yes": True, "no": False}.get(has),
         )
+        return ("", *shown_selection(pid, ids, node))
+
+    def shown_selection(pid, ids, node=None):
         df = ws.images(pid).set_index("id")
+        ids = [i for i in ids if i in df.index]
         thumbs = [(df.loc[i, "path"], df.loc[i, "name"]) for i in ids[:60]]
         tax = ws.taxonomy(pid)
         return (
-            "",
             ids,
-            f"**{len(ids)} images match**" + (" (showing 60)" if len(ids) > 60 else ""),
+            f"**{len(ids)} images selected**" + (" (showing 60)" if len(ids) > 60 else ""),
             gr.update(value=thumbs, visible=bool(ids)),
             node_picker(tax, node),
             node_picker(tax),
+        )
+
+    if queue_grid is not None and cursor is not None:
+
+        @user_errors(6)
+        def toggle(pid, cur, ids, on, evt: gr.SelectData):
+            if not on:
+                return tuple(gr.skip() for _ in range(6))
+            pid = studio.project_id(pid)
+            k = (cur["pos"] // page) * page + int(evt.index)
+            if not 0 <= k < len(cur["ids"]):
+                return tuple(gr.skip() for _ in range(6))
+            image_id = cur["ids"][k]
+            ids = [i for i in ids if i != image_id] if image_id in ids else [*ids, image_id]
+            return ("", *shown_selection(pid, ids))
+
+        queue_grid.select(
+            toggle,
+            [project, cursor, selection, picking],
+            [status, selection, note, grid, subtree, target],
+            api_visibility="private",
         )
 
     find_btn.click(
