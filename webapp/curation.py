@@ -95,3 +95,24 @@ def run_rows_to_ids(studio: Studio, run_id: object, rows) -> list[int]:
     id_of = dict(zip(df["path"], df["id"], strict=True))
     paths = [res.paths[int(r)] for r in rows if 0 <= int(r) < res.n]
     return [int(id_of[p]) for p in paths if p in id_of]
+
+
+PREDICTION_FILTERS = ("wrong", "right", "disagree")
+
+
+def prediction_rows(res, kind: str, level: int | None = None) -> list[int]:
+    """Validation rows of a run by its (independent) prediction: "wrong" or "right" at
+    1-based `level` (None: at any level / at every known level), or "disagree": the
+    levels' predictions break the tree."""
+    if kind not in PREDICTION_FILTERS:
+        raise HierTuneError(f"A prediction filter is one of {', '.join(PREDICTION_FILTERS)}.")
+    if kind == "disagree":
+        return [int(r) for r in res.inconsistent_rows()]
+    pred, true = res.pred("independent"), res.true
+    if level is not None and not 1 <= level <= res.depth:
+        raise HierTuneError(f"Level must be between 1 and {res.depth}, not {level}.")
+    cols = [level - 1] if level is not None else list(range(res.depth))
+    known = true[:, cols] >= 0
+    wrong = ((pred[:, cols] != true[:, cols]) & known).any(axis=1)
+    rows = wrong if kind == "wrong" else ~wrong & known.any(axis=1)
+    return [int(r) for r in rows.nonzero()[0]]

@@ -441,6 +441,12 @@ def build_run_comparison(studio: Studio, project: gr.BrowserState, run) -> None:
 
 SPLIT_FILTERS = [("any split", ""), ("train", "train"), ("val", "val"), ("not pinned", "unpinned")]
 LABEL_FILTERS = [("labelled or not", ""), ("labelled", "yes"), ("unlabelled", "no")]
+PREDICTION_CHOICES = [
+    ("any", ""),
+    ("wrong", "wrong"),
+    ("right", "right"),
+    ("levels disagree (breaks the tree)", "disagree"),
+]
 
 
 def build_batch(
@@ -455,6 +461,13 @@ def build_batch(
             tag = gr.Textbox(label="Tag", scale=1)
             split = gr.Dropdown(SPLIT_FILTERS, value="", label="Split", scale=1)
             labelled = gr.Dropdown(LABEL_FILTERS, value="", label="Labelled", scale=1)
+            predicted = gr.Dropdown(
+                PREDICTION_CHOICES,
+                value="",
+                label="Latest run's prediction (its validation images)",
+                scale=2,
+            )
+            pred_level = gr.Number(None, precision=0, label="at level (empty: any)", scale=1)
             find_btn = gr.Button("Find", scale=1, elem_id="batch-find")
         picking = gr.Checkbox(
             False,
@@ -473,7 +486,7 @@ def build_batch(
     selection = gr.State([])
 
     @user_errors(6)
-    def find(pid, node, word, where, has):
+    def find(pid, node, word, where, has, kind, at_level):
         pid = studio.project_id(pid)
         ids = ws.find_images(
             pid,
@@ -482,6 +495,14 @@ def build_batch(
             split=where or None,
             labelled={"yes": True, "no": False}.get(has),
         )
+        if kind:
+            run = studio.latest_finished_run(pid)
+            if run is None:
+                raise HierTuneError("Filtering by prediction needs a finished run.")
+            level = None if at_level in (None, "") else int(at_level)
+            rows = curation.prediction_rows(studio.results(run["id"]), kind, level)
+            matching = set(curation.run_rows_to_ids(studio, run["id"], rows))
+            ids = [i for i in ids if i in matching]
         return ("", *shown_selection(pid, ids, node))
 
     def shown_selection(pid, ids, node=None):
@@ -520,7 +541,7 @@ def build_batch(
 
     find_btn.click(
         find,
-        [project, subtree, tag, split, labelled],
+        [project, subtree, tag, split, labelled, predicted, pred_level],
         [status, selection, note, grid, subtree, target],
         api_visibility="private",
     )
