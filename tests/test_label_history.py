@@ -117,7 +117,7 @@ def test_bad_relabels_change_nothing(project):
 
 
 def test_tags_and_review_requests(project):
-    ws, pid, _ids, images = project
+    ws, pid, ids, images = project
     assert ws.tag_images(pid, images[:3], "blurry") == 3
     assert ws.tag_images(pid, images[:2], "blurry") == 0
     assert ws.untag_images(pid, [images[0]], "blurry") == 1
@@ -126,6 +126,8 @@ def test_tags_and_review_requests(project):
         ws.tag_images(pid, images, " ")
     assert ws.request_review(pid, images[3:], "confused with tit") == 2
     assert [r["image_id"] for r in ws.review_requests(pid)] == images[3:]
+    ws.set_label(images[4], ids["Cats"])  # labelled by a person since its request
+    assert [r["image_id"] for r in ws.review_requests(pid, pending_only=True)] == images[3:4]
     assert ws.resolve_review(pid, [images[3]]) == 1
     assert ws.remove_images(pid, [images[4]]) == 1
     assert ws.review_requests(pid) == []

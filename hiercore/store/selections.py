@@ -132,14 +132,16 @@ class Selections(Database):
             self._touch(conn, project_id, now)
         return added
 
-    def review_requests(self, project_id: int) -> list[dict]:
-        """The images sent to review, oldest request first: image_id, reason, added."""
+    def review_requests(self, project_id: int, pending_only: bool = False) -> list[dict]:
+        """The images sent to review, oldest request first: image_id, reason, added. With
+        `pending_only`, an image a person has labelled since its request is left out."""
+        reviewed = " AND NOT (l.source = 'human' AND l.updated >= r.added)" if pending_only else ""
         with self._read() as conn:
             self._require_project(conn, project_id)
             rows = conn.execute(
                 "SELECT r.image_id, r.reason, r.added FROM review_requests r "
-                "JOIN images i ON i.id = r.image_id WHERE i.project_id = ? "
-                "ORDER BY r.added, r.image_id",
+                "JOIN images i ON i.id = r.image_id JOIN labels l ON l.image_id = r.image_id "
+                f"WHERE i.project_id = ?{reviewed} ORDER BY r.added, r.image_id",
                 (project_id,),
             ).fetchall()
         return [dict(r) for r in rows]

@@ -54,7 +54,8 @@ def build_queue(studio: Studio, pid: int, mode: str, progress=None) -> list[int]
     if mode == "all":
         return [int(i) for i in df["id"]]
     if mode == "requested":
-        return [int(r["image_id"]) for r in studio.workspace.review_requests(pid)]
+        requests = studio.workspace.review_requests(pid, pending_only=True)
+        return [int(r["image_id"]) for r in requests]
     if mode not in REVIEW_MODES:
         raise HierTuneError(f"Unknown queue {mode!r}.")
     # review the images a person has not labelled yet (unlabelled or machine-labelled)
