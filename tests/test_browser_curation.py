@@ -120,6 +120,7 @@ def test_relabel_a_confusion_cell_undo_and_lasso_the_map(browser, studio):  # no
         table = page.locator("#selection-table").inner_text()
         shown = sorted(int(n) for n in re.findall(r"img(\d+)\.png", table))
         assert shown == rows  # the names are img<row>.png
+        expect(page.get_by_text(f"{len(rows)} images selected on the image map")).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "browser-curation-lasso.png"), full_page=True)
         if os.environ.get("HIERTUNE_README_SCREENSHOT"):  # the README's picture
             top = page.locator("#image-map-plot").bounding_box()

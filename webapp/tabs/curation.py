@@ -86,8 +86,10 @@ def build_selection(
     cell_click,
     top,
     subtree_table,
+    drill: tuple | None = None,
 ) -> None:
-    """The selection panel of the Results tab, fed by its drill-down components."""
+    """The selection panel of the Results tab, fed by its drill-down components; a map
+    selection also fills the drill-down `(note, gallery)` with its images."""
     ws = studio.workspace
     selection = gr.State([])
     map_select = gr.Textbox(visible="hidden", elem_id="map-select")
@@ -173,20 +175,29 @@ def build_selection(
         rows = res.inconsistent_rows(int(row["level"]), row["node_id"], dec)
         return select(run_id, rows, "an inconsistency row")
 
-    @user_errors(len(shown))
-    def from_map(run_id, payload):
+    map_outputs = shown + list(drill or [])
+
+    @user_errors(len(map_outputs))
+    def from_map(run_id, dec, payload):
         try:
             rows = [int(r) for r in json.loads(payload)["rows"]]
         except (ValueError, TypeError, KeyError):
-            return tuple(gr.skip() for _ in shown)
-        return select(run_id, rows, "the image map")
+            return tuple(gr.skip() for _ in map_outputs)
+        out = select(run_id, rows, "the image map")
+        if drill is None:
+            return out
+        from webapp.tabs.results import gallery_items, image_names
+
+        res = studio.results(int(run_id))
+        images = gallery_items(res, rows, dec, image_names(studio, run_id))
+        return (*out, f"**{len(rows)} images** selected on the image map", images)
 
     private = {"api_visibility": "private"}
     cell_click.change(from_click, [run, level, decoding, cell_click], shown, **private)
     cell_btn.click(from_cell, [run, level, decoding, cell_true, cell_pred], shown, **private)
     top.select(from_top, [run, level, decoding], shown, **private)
     subtree_table.select(from_subtree, [run, decoding], shown, **private)
-    map_select.change(from_map, [run, map_select], shown, **private)
+    map_select.change(from_map, [run, decoding, map_select], map_outputs, **private)
 
     def project_of(run_id, ids) -> int:
         if not ids:

@@ -241,6 +241,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         cell_click,
         top,
         subtree_table,
+        (gallery_note, gallery),
     )
 
     def drilled(res, run_id, rows, dec, note: str):
