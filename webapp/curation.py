@@ -63,8 +63,12 @@ def label_history(studio: Studio, image: object) -> dict:
     }
 
 
-def run_suggestions(studio: Studio, run_id: object, limit: int = 10) -> dict:
-    """A finished run's taxonomy suggestions per kind, each with image ids as evidence."""
+def run_suggestions(
+    studio: Studio, run_id: object, limit: int = 10, with_paths: bool = False
+) -> dict:
+    """A finished run's taxonomy suggestions per kind, each with image ids as evidence;
+    `with_paths` keeps the image files too (for the UI's gallery; an API client gets ids,
+    not the server's paths)."""
     run_id = whole_number(run_id, "run_id")
     results = studio.results(run_id)
     pid = studio.workspace.get_run(run_id)["project_id"]
@@ -77,6 +81,8 @@ def run_suggestions(studio: Studio, run_id: object, limit: int = 10) -> dict:
         for s in suggestions:
             d = s.to_dict()
             d["image_ids"] = [int(id_of[p]) for p in s.images if p in id_of]
+            if not with_paths:
+                del d["images"]
             if "groups" in d["evidence"]:
                 d["evidence"]["groups"] = [
                     [int(id_of[p]) for p in g if p in id_of] for g in d["evidence"]["groups"]

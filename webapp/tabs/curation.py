@@ -293,7 +293,7 @@ def build_suggestions(studio: Studio, run) -> None:
     def find(run_id):
         if not run_id:
             raise HierTuneError("Pick a finished run.")
-        out = curation.run_suggestions(studio, run_id)
+        out = curation.run_suggestions(studio, run_id, with_paths=True)
         rows = [s for kind in ("merge", "move", "split", "describe") for s in out[kind][:5]]
         frame = pd.DataFrame(
             [{"kind": s["kind"], "score": round(s["score"], 3), "title": s["title"]} for s in rows],
