@@ -320,11 +320,26 @@ def edit_of(suggestion: Suggestion | dict) -> tuple[str, Callable[[Taxonomy], Ed
     raise HierTuneError(f"A suggestion's edit must be one of {', '.join(KINDS)}, not {action!r}.")
 
 
-def apply_suggestion(workspace, project_id: int, suggestion: Suggestion | dict) -> EditReport:
+def apply_suggestion(
+    workspace,
+    project_id: int,
+    suggestion: Suggestion | dict,
+    groups: Sequence[Sequence[int]] | None = None,
+) -> EditReport:
     """Accept a suggestion as one taxonomy edit (undone by `workspace.undo`); labels it
-    moves are recorded with source "suggestion"."""
+    moves are recorded with source "suggestion".
+
+    For a split, `groups` (image ids per cluster, as in its evidence) relabels each
+    cluster's images to its new child, one undoable batch per child; the leaf's other
+    images keep it as a partial label.
+    """
     description, edit = edit_of(suggestion)
-    return workspace.apply_edit(project_id, description, edit, history_source="suggestion")
+    report = workspace.apply_edit(project_id, description, edit, history_source="suggestion")
+    if groups is not None and report.action == "add" and len(groups) == len(report.affected):
+        for child, ids in zip(report.affected, groups, strict=True):
+            if ids:
+                workspace.relabel(project_id, ids, child, source="suggestion")
+    return report
 
 
 # ---------------------------------------------------------------------- helpers

@@ -311,7 +311,8 @@ def build_suggestions(studio: Studio, run) -> None:
         if not s:
             raise HierTuneError("Click a suggestion first.")
         pid = ws.get_run(int(run_id))["project_id"]
-        apply_suggestion(ws, pid, s)
+        groups = s["evidence"].get("groups") if s["kind"] == "split" else None
+        apply_suggestion(ws, pid, s, groups)
         return ok(f"Applied: {s['title']} (undo restores the tree and labels).")
 
     @user_errors(1)
