@@ -23,7 +23,7 @@ from webapp.feedback import ok, problem, user_errors
 from webapp.literal import html_text, md_text
 from webapp.pickers import node_picker
 from webapp.state import Studio
-from webapp.tabs import curation
+from webapp.tabs import batch, curation
 from webapp.uploads import uploads_discarded
 
 QUEUES = [
@@ -190,8 +190,8 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         elem_id="label-gallery",
     )
     cursor = gr.State({"ids": [], "pos": 0})
-    curation.build_batch(studio, project, gallery, cursor, PAGE)
-    curation.build_export(studio, project)
+    batch.build_batch(studio, project, gallery, cursor, PAGE)
+    batch.build_export(studio, project)
     suggested = gr.State([])
     # the id of the image on the page, sent with every labelling event (see write_label)
     shown = gr.Textbox(visible="hidden", elem_id="label-shown-id")

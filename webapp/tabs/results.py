@@ -37,7 +37,7 @@ from webapp.literal import md_text
 from webapp.run_jobs import is_comparison, submit_comparison
 from webapp.state import Studio, default_model
 from webapp.tabs import curation as curation_tab
-from webapp.tabs import demo_effect
+from webapp.tabs import demo_effect, run_compare
 
 MAX_CLASSES = 60
 MAX_GALLERY = 60
@@ -219,7 +219,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
                 )
                 compare_btn = gr.Button("Run the baseline comparison", scale=1)
             compare_status = gr.Markdown()
-            curation_tab.build_run_comparison(studio, project, run)
+            run_compare.build_run_comparison(studio, project, run)
         curation_tab.build_suggestions(studio, run)
     gallery_note = gr.Markdown()
     gallery = gr.Gallery(
