@@ -12,7 +12,7 @@ import os
 import re
 
 import pytest
-from curation_project import finished_run, generated_run, map_coords
+from curation_project import add_run, finished_run, generated_run, map_coords
 from test_browser import ARGS, ARTIFACTS, CHROMIUM, browser, free_port  # noqa: F401
 
 pytestmark = pytest.mark.browser
@@ -179,5 +179,28 @@ def test_batch_filter_finds_a_subtree(browser, studio):  # noqa: F811
         expect(note).to_contain_text(f"{expected + 1} images selected", timeout=30_000)
         thumbs.nth(1).click()
         expect(note).to_contain_text(f"{expected + 2} images selected", timeout=30_000)
+    finally:
+        page.close()
+
+
+def test_run_comparison_shows_settings_curves_and_a_node_diff(browser, studio):  # noqa: F811
+    url, st, pid, image_ids = studio
+    add_run(st.workspace, pid, image_ids, generated_run(False), "control run", epochs=3)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(url)
+        page.get_by_text("Project: generated").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Results").click()
+        page.locator("#results-headline").get_by_role("heading").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Run comparison").click()
+        page.locator("#compare-runs-btn").click()
+        # the two runs differ in epochs only; the control recorded three epochs
+        expect(page.locator("#compare-settings")).to_contain_text("epochs", timeout=30_000)
+        expect(page.locator("#compare-settings")).to_contain_text("control run")
+        expect(page.get_by_text("Validation FPA per epoch")).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Per-node diff (B - A)").click()
+        diff = page.locator("#compare-diff")
+        expect(diff).to_contain_text("A / a1", timeout=30_000)
+        expect(diff).to_contain_text("0.75")  # a1: 2 of 8 right in A, 8 of 8 in B
     finally:
         page.close()

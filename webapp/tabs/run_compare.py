@@ -27,14 +27,19 @@ def build_run_comparison(studio: Studio, project: gr.BrowserState, run) -> None:
         metric = gr.Dropdown(CURVE_METRICS, value="fpa", label="Curve", scale=1)
         compare_btn = gr.Button("Compare the runs", scale=1, elem_id="compare-runs-btn")
     status = gr.Markdown()
-    settings = gr.Dataframe(interactive=False, label="Settings that differ, and the metrics")
+    settings = gr.Dataframe(
+        interactive=False, label="Settings that differ, and the metrics", elem_id="compare-settings"
+    )
     curves = gr.Plot(label="Validation per epoch")
     with gr.Row(equal_height=True):
         run_a = gr.Dropdown(label="Run A (before)", choices=[], scale=2)
         run_b = gr.Dropdown(label="Run B (after)", choices=[], scale=2)
         diff_btn = gr.Button("Per-node diff (B - A)", scale=1)
     diff = gr.Dataframe(
-        interactive=False, max_height=360, label="Node accuracy in A and B, most worsened first"
+        interactive=False,
+        max_height=360,
+        label="Node accuracy in A and B, most worsened first",
+        elem_id="compare-diff",
     )
 
     def choices(pid, _run):
