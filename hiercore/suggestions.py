@@ -109,41 +109,46 @@ def _merges(ev: RunEvidence, probs: list[np.ndarray], min_images: int) -> list[S
     found = []
     for level, nodes in enumerate(ev.index.level_nodes):
         rows = _rows_per_entry(ev, level, min_images)
-        parents = ev.index.parents[level]
-        for a in rows:
-            for b in rows:
-                if b <= a or parents[a] != parents[b]:
-                    continue
-                p_ab = probs[level][rows[a], b]
-                p_ba = probs[level][rows[b], a]
-                mass = float((p_ab.mean() + p_ba.mean()) / 2)
-                sim = _cos(text.get(nodes[a]), text.get(nodes[b]))
-                weight = 1.0 if sim is None else (1 + max(sim, 0.0)) / 2
-                # the larger node keeps its name; the smaller one goes into it
-                keep, drop = (a, b) if len(rows[a]) >= len(rows[b]) else (b, a)
-                both = np.concatenate([rows[a], rows[b]])
-                order = np.argsort(-np.concatenate([p_ab, p_ba]), kind="stable")
-                name_keep, name_drop = _name(ev, nodes[keep]), _name(ev, nodes[drop])
-                found.append(
-                    Suggestion(
-                        kind="merge",
-                        score=mass * weight,
-                        title=(
-                            f"Merge {name_drop!r} into {name_keep!r}: the model gives the other "
-                            f"one {mass:.0%} of the probability on their images"
-                            + ("" if sim is None else f", and their names embed alike ({sim:.2f})")
-                            + "."
-                        ),
-                        nodes=[nodes[drop], nodes[keep]],
-                        evidence={
-                            "confusion_mass": mass,
-                            "text_similarity": sim,
-                            "images": {nodes[a]: len(rows[a]), nodes[b]: len(rows[b])},
-                        },
-                        images=_keys(ev, both[order]),
-                        edit={"action": "merge", "source": nodes[drop], "target": nodes[keep]},
-                    )
+        siblings: dict[int, list[int]] = {}
+        for c in rows:
+            siblings.setdefault(int(ev.index.parents[level][c]), []).append(c)
+        pairs = [
+            (a, b)
+            for group in siblings.values()
+            for k, a in enumerate(group)
+            for b in group[k + 1 :]
+        ]
+        for a, b in pairs:
+            p_ab = probs[level][rows[a], b]
+            p_ba = probs[level][rows[b], a]
+            mass = float((p_ab.mean() + p_ba.mean()) / 2)
+            sim = _cos(text.get(nodes[a]), text.get(nodes[b]))
+            weight = 1.0 if sim is None else (1 + max(sim, 0.0)) / 2
+            # the larger node keeps its name; the smaller one goes into it
+            keep, drop = (a, b) if len(rows[a]) >= len(rows[b]) else (b, a)
+            both = np.concatenate([rows[a], rows[b]])
+            order = np.argsort(-np.concatenate([p_ab, p_ba]), kind="stable")
+            name_keep, name_drop = _name(ev, nodes[keep]), _name(ev, nodes[drop])
+            found.append(
+                Suggestion(
+                    kind="merge",
+                    score=mass * weight,
+                    title=(
+                        f"Merge {name_drop!r} into {name_keep!r}: the model gives the other "
+                        f"one {mass:.0%} of the probability on their images"
+                        + ("" if sim is None else f", and their names embed alike ({sim:.2f})")
+                        + "."
+                    ),
+                    nodes=[nodes[drop], nodes[keep]],
+                    evidence={
+                        "confusion_mass": mass,
+                        "text_similarity": sim,
+                        "images": {nodes[a]: len(rows[a]), nodes[b]: len(rows[b])},
+                    },
+                    images=_keys(ev, both[order]),
+                    edit={"action": "merge", "source": nodes[drop], "target": nodes[keep]},
                 )
+            )
     return found
 
 
@@ -154,19 +159,25 @@ def _moves(ev: RunEvidence, min_images: int) -> list[Suggestion]:
         nodes = ev.index.level_nodes[level]
         up_nodes = ev.index.level_nodes[level - 1]
         rows = _rows_per_entry(ev, level, min_images)
+        # image-embedding sums per node one level up, so that each centroid is one division
+        up = ev.true[:, level - 1]
+        known = up >= 0
+        sums = np.zeros((len(up_nodes), feats.shape[1]))
+        np.add.at(sums, up[known], feats[known])
+        counts = np.bincount(up[known], minlength=len(up_nodes))
+        # a leaf above the last level (a padding copy) is no parent to move under
+        candidates = ~np.asarray(ev.index.padded[level - 1]) & (counts >= min_images)
         for v, v_rows in rows.items():
             own = int(ev.index.parents[level][v])
             centroid = _unit(feats[v_rows].mean(axis=0, keepdims=True))[0]
-            mine = np.zeros(len(feats), dtype=bool)
-            mine[v_rows] = True
-            sims: dict[int, float] = {}
-            for q in range(len(up_nodes)):
-                if ev.index.padded[level - 1][q]:
-                    continue  # a leaf above the last level is no parent to move under
-                others = (ev.true[:, level - 1] == q) & ~mine
-                if others.sum() < min_images:
-                    continue
-                sims[q] = float(centroid @ _unit(feats[others].mean(axis=0, keepdims=True))[0])
+            rest = sums.copy()
+            rest[own] -= feats[v_rows].sum(axis=0)  # the rest of its own parent's images
+            allowed = candidates.copy()
+            allowed[own] = candidates[own] and counts[own] - len(v_rows) >= min_images
+            norms = np.linalg.norm(rest, axis=1)
+            allowed &= norms > 0
+            cos = rest @ centroid / np.where(norms > 0, norms, 1.0)
+            sims = {int(q): float(cos[q]) for q in np.flatnonzero(allowed)}
             if own not in sims or len(sims) < 2:
                 continue
             best = max(sims, key=sims.get)
@@ -309,11 +320,26 @@ def edit_of(suggestion: Suggestion | dict) -> tuple[str, Callable[[Taxonomy], Ed
     raise HierTuneError(f"A suggestion's edit must be one of {', '.join(KINDS)}, not {action!r}.")
 
 
-def apply_suggestion(workspace, project_id: int, suggestion: Suggestion | dict) -> EditReport:
+def apply_suggestion(
+    workspace,
+    project_id: int,
+    suggestion: Suggestion | dict,
+    groups: Sequence[Sequence[int]] | None = None,
+) -> EditReport:
     """Accept a suggestion as one taxonomy edit (undone by `workspace.undo`); labels it
-    moves are recorded with source "suggestion"."""
+    moves are recorded with source "suggestion".
+
+    For a split, `groups` (image ids per cluster, as in its evidence) relabels each
+    cluster's images to its new child, one undoable batch per child; the leaf's other
+    images keep it as a partial label.
+    """
     description, edit = edit_of(suggestion)
-    return workspace.apply_edit(project_id, description, edit, history_source="suggestion")
+    report = workspace.apply_edit(project_id, description, edit, history_source="suggestion")
+    if groups is not None and report.action == "add" and len(groups) == len(report.affected):
+        for child, ids in zip(report.affected, groups, strict=True):
+            if ids:
+                workspace.relabel(project_id, ids, child, source="suggestion")
+    return report
 
 
 # ---------------------------------------------------------------------- helpers

@@ -102,11 +102,18 @@ def finished_run(ws, name: str = "generated", defects: bool = True) -> tuple[int
         for i, row in enumerate(ev.true)
     ]
     image_ids = ws.add_labelled_images(pid, items).added
+    run_id = add_run(ws, pid, image_ids, ev, "generated run")
+    return pid, run_id, image_ids
+
+
+def add_run(ws, pid: int, image_ids: list[int], ev: RunEvidence, name: str, epochs: int = 1):
+    """Store `ev` as a finished run of the project's generated images (row i: image i),
+    with a validation history of `epochs` epochs; returns the run id."""
     paths = ws.images(pid).set_index("id").loc[image_ids, "path"].tolist()
-    run_id = ws.create_run(pid, "generated run", {"model": "tiny-random"})
+    run_id = ws.create_run(pid, name, {"model": "tiny-random", "epochs": epochs})
     out = Path(ws.get_run(run_id)["out_dir"])
     out.mkdir(parents=True)
-    RunConfig(model="tiny-random").save(out / "config.json")
+    RunConfig(model="tiny-random", epochs=epochs).save(out / "config.json")
     (out / "taxonomy.json").write_text(json.dumps(ev.taxonomy.to_dict()))
     parents = [torch.as_tensor(p) for p in ev.index.parents]
     collected = Collected(
@@ -123,7 +130,11 @@ def finished_run(ws, name: str = "generated", defects: bool = True) -> tuple[int
     )
     metrics = score(collected, parents)
     (out / "metrics.json").write_text(json.dumps(metrics))
-    (out / "history.json").write_text("[]")
+    history = [
+        {"step": k, "epoch": k, "val": {"fpa": metrics["fpa"] * k / epochs, "tice": 0.0}}
+        for k in range(1, epochs + 1)
+    ]
+    (out / "history.json").write_text(json.dumps(history))
     coords = map_coords(ev)
     np.savez(out / "map_images_0.npz", coords=coords, method="pca", note="generated")
     nodes = np.random.default_rng(2).normal(size=(2, len(ev.node_ids), 2))
@@ -131,7 +142,7 @@ def finished_run(ws, name: str = "generated", defects: bool = True) -> tuple[int
         out / "map_nodes_0.npz", before=nodes[0], after=nodes[1], method="pca", note="generated"
     )
     ws.update_run(run_id, state="finished", metrics=metrics)
-    return pid, run_id, image_ids
+    return run_id
 
 
 def map_coords(ev: RunEvidence) -> np.ndarray:

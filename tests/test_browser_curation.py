@@ -12,7 +12,7 @@ import os
 import re
 
 import pytest
-from curation_project import finished_run, generated_run, map_coords
+from curation_project import add_run, finished_run, generated_run, map_coords
 from test_browser import ARGS, ARTIFACTS, CHROMIUM, browser, free_port  # noqa: F401
 
 pytestmark = pytest.mark.browser
@@ -120,8 +120,87 @@ def test_relabel_a_confusion_cell_undo_and_lasso_the_map(browser, studio):  # no
         table = page.locator("#selection-table").inner_text()
         shown = sorted(int(n) for n in re.findall(r"img(\d+)\.png", table))
         assert shown == rows  # the names are img<row>.png
+        expect(page.get_by_text(f"{len(rows)} images selected on the image map")).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "browser-curation-lasso.png"), full_page=True)
-        if os.environ.get("HIERTUNE_README_SCREENSHOT"):
-            page.screenshot(path="docs/curation-loop.png", full_page=False)
+        if os.environ.get("HIERTUNE_README_SCREENSHOT"):  # the README's picture
+            top = page.locator("#image-map-plot").bounding_box()
+            bottom = page.locator("#selection-panel").bounding_box()
+            scroll = page.evaluate("window.scrollY")
+            clip = {"x": 0, "y": top["y"] + scroll, "width": 1400}
+            clip["height"] = bottom["y"] + bottom["height"] - top["y"]
+            page.screenshot(path="docs/curation-loop.png", full_page=True, clip=clip)
+    finally:
+        page.close()
+
+
+def test_a_suggestion_applies_and_undoes_from_the_results_tab(browser, studio):  # noqa: F811
+    url, st, pid, _ = studio
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(url)
+        page.get_by_text("Project: generated").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Results").click()
+        page.locator("#results-headline").get_by_role("heading").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Suggestions").click()
+        page.locator("#suggestions-find").click()
+        table = page.locator("#suggestions-table")
+        expect(table).to_contain_text("Move 'p' under 'B'", timeout=30_000)
+        table.get_by_text("Move 'p' under 'B'").first.click()
+        page.get_by_role("button", name="Apply the selected suggestion").click()
+        expect(page.locator("#suggestions-status")).to_contain_text("Applied", timeout=30_000)
+        assert st.workspace.taxonomy(pid).parent("p") == "B"
+        page.get_by_role("button", name="Undo the last taxonomy edit").click()
+        expect(page.locator("#suggestions-status")).to_contain_text("Undid", timeout=30_000)
+        assert st.workspace.taxonomy(pid).parent("p") == "A"
+    finally:
+        page.close()
+
+
+def test_batch_filter_finds_a_subtree(browser, studio):  # noqa: F811
+    url, st, pid, _ = studio
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(url)
+        page.get_by_text("Project: generated").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Data & labels").click()
+        page.get_by_text("Batch: filter images and act on them").click()
+        picker = page.get_by_label("Label in subtree")
+        picker.click()
+        picker.fill("B / b1")
+        page.get_by_role("option", name="B / b1", exact=True).click()
+        page.locator("#batch-find").click()
+        expected = len(st.workspace.find_images(pid, subtree="b1"))
+        note = page.locator("#batch-note")
+        expect(note).to_contain_text(f"{expected} images selected", timeout=30_000)
+        # clicks in the queue grid add to the selection
+        page.get_by_label("Clicking an image in the queue grid adds it").check()
+        thumbs = page.locator("#label-gallery .thumbnail-item")
+        thumbs.nth(0).click()
+        expect(note).to_contain_text(f"{expected + 1} images selected", timeout=30_000)
+        thumbs.nth(1).click()
+        expect(note).to_contain_text(f"{expected + 2} images selected", timeout=30_000)
+    finally:
+        page.close()
+
+
+def test_run_comparison_shows_settings_curves_and_a_node_diff(browser, studio):  # noqa: F811
+    url, st, pid, image_ids = studio
+    add_run(st.workspace, pid, image_ids, generated_run(False), "control run", epochs=3)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(url)
+        page.get_by_text("Project: generated").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Results").click()
+        page.locator("#results-headline").get_by_role("heading").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Run comparison").click()
+        page.locator("#compare-runs-btn").click()
+        # the two runs differ in epochs only; the control recorded three epochs
+        expect(page.locator("#compare-settings")).to_contain_text("epochs", timeout=30_000)
+        expect(page.locator("#compare-settings")).to_contain_text("control run")
+        expect(page.get_by_text("Validation FPA per epoch")).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Per-node diff (B - A)").click()
+        diff = page.locator("#compare-diff")
+        expect(diff).to_contain_text("A / a1", timeout=30_000)
+        expect(diff).to_contain_text("0.75")  # a1: 2 of 8 right in A, 8 of 8 in B
     finally:
         page.close()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import itertools
 import sqlite3
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from hiercore.errors import DataError, HierTuneError, TaxonomyError
@@ -118,7 +121,7 @@ def test_bad_relabels_change_nothing(project):
 
 
 def test_tags_and_review_requests(project):
-    ws, pid, _ids, images = project
+    ws, pid, ids, images = project
     assert ws.tag_images(pid, images[:3], "blurry") == 3
     assert ws.tag_images(pid, images[:2], "blurry") == 0
     assert ws.untag_images(pid, [images[0]], "blurry") == 1
@@ -127,6 +130,8 @@ def test_tags_and_review_requests(project):
         ws.tag_images(pid, images, " ")
     assert ws.request_review(pid, images[3:], "confused with tit") == 2
     assert [r["image_id"] for r in ws.review_requests(pid)] == images[3:]
+    ws.set_label(images[4], ids["Cats"])  # labelled by a person since its request
+    assert [r["image_id"] for r in ws.review_requests(pid, pending_only=True)] == images[3:4]
     assert ws.resolve_review(pid, [images[3]]) == 1
     assert ws.remove_images(pid, [images[4]]) == 1
     assert ws.review_requests(pid) == []
@@ -152,3 +157,71 @@ def test_a_version_2_workspace_gains_the_curation_tables(tmp_path):
     conn = sqlite3.connect(root / "hiertune.sqlite")
     assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
+
+
+def test_find_images_by_subtree_tag_split_and_labelled(project):
+    ws, pid, ids, images = project
+    ws.set_label(images[3], ids["Cats"])
+    ws.tag_images(pid, [images[0], images[3], images[4]], "check")
+    assert ws.find_images(pid, subtree=ids["Birds"]) == images[:3]
+    assert ws.find_images(pid, subtree=ids["crow"], tag="check") == images[:1]
+    assert ws.find_images(pid, tag="check", labelled=False) == images[4:]
+    assert ws.find_images(pid, split="unpinned") == images
+    assert ws.find_images(pid, split="val") == []
+    with pytest.raises(DataError, match="not in this project's taxonomy"):
+        ws.find_images(pid, subtree="nope")
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["relabel", "label", "merge", "undo_edit", "undo_batch", "delete"]),
+        st.lists(st.integers(0, 4), min_size=1, max_size=3),
+        st.integers(0, 10),
+    ),
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=OPS)
+def test_every_write_path_keeps_the_history_a_chain_ending_at_the_label(tmp_path, ops):
+    """Whatever mix of labels, batches, taxonomy edits and undos: each image's history
+    is a chain (each write starts where the previous ended) that ends at its label, so
+    no write path changes a label without recording it."""
+    import tempfile
+
+    with Workspace(tempfile.mkdtemp(dir=tmp_path)) as ws:
+        pid = ws.create_project("p")
+        birds = ws.add_node(pid, "Birds")
+        nodes = [birds, ws.add_node(pid, "crow", birds), ws.add_node(pid, "tit", birds)]
+        nodes.append(ws.add_node(pid, "Cats"))
+        images = ws.add_images(pid, [(f"{k}.png", png_bytes(k)) for k in range(5)], nodes[1]).added
+        for op, picks, k in ops:
+            alive = [n for n in nodes if n in ws.taxonomy(pid)]
+            node = alive[k % len(alive)] if alive and k < 9 else None
+            chosen = [images[i] for i in picks]
+            if op == "relabel":
+                ws.relabel(pid, chosen, node)
+            elif op == "label":
+                ws.set_label(chosen[0], node)
+            elif op == "merge" and len(alive) > 1:
+                src, dst = alive[k % len(alive)], alive[(k + 1) % len(alive)]
+                tax = ws.taxonomy(pid)
+                if dst not in tax.descendants(src):
+                    ws.merge_nodes(pid, src, dst)
+            elif op == "delete" and node is not None:
+                ws.delete_node(pid, node)
+            elif op == "undo_edit":
+                ws.undo(pid)
+            elif op == "undo_batch":
+                batch = ws.last_batch(pid)
+                if batch is not None:
+                    ws.undo_batch(batch["id"])
+        current = labels(ws, pid)
+        for image_id in images:
+            history = ws.label_history(image_id)
+            for before, after in itertools.pairwise(history):
+                assert after["old_node"] == before["new_node"]
+            assert history[-1]["new_node"] == current[image_id]

@@ -69,3 +69,16 @@ def test_epoch_curves_overlay_one_line_per_run():
     ]
     fig = overlaid_curves_figure(curves, "fpa")
     assert [t.name for t in fig.data] == ["#1", "#2"]
+
+
+def test_prediction_filters_of_the_batch_box(two_runs):
+    from webapp.curation import prediction_rows
+
+    res = two_runs[0]
+    pred = res.pred("independent")
+    wrong2 = [r for r in range(res.n) if pred[r, 1] != res.true[r, 1]]
+    assert prediction_rows(res, "wrong", 2) == wrong2 and len(wrong2) == 6 + 2 + 2  # a1, a2, c1
+    wrong_any = prediction_rows(res, "wrong")
+    right = prediction_rows(res, "right")
+    assert sorted(wrong_any + right) == list(range(res.n)) and set(wrong2) <= set(wrong_any)
+    assert prediction_rows(res, "disagree") == list(res.inconsistent_rows())

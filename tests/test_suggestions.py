@@ -75,3 +75,25 @@ def test_accepting_suggestions_goes_through_undoable_edits(tmp_path, found):
         for _ in range(4):
             assert ws.undo(pid).startswith("suggestion:")
         assert ws.taxonomy(pid).parent("p") == "A" and ws.taxonomy(pid).is_leaf("c1")
+
+
+def test_accepting_a_split_relabels_its_two_groups(tmp_path):
+    from curation_project import finished_run
+
+    from hiercore.run_results import RunResults
+    from hiercore.suggestions import RunEvidence
+
+    with Workspace(tmp_path / "ws") as ws:
+        pid, run_id, image_ids = finished_run(ws)
+        ev = RunEvidence.from_run(RunResults.load(ws.get_run(run_id)["out_dir"]))
+        split = taxonomy_suggestions(ev)["split"][0]
+        row_of = {path: row for row, path in enumerate(ev.image_keys)}
+        groups = [[image_ids[row_of[p]] for p in g] for g in split.evidence["groups"]]
+        report = apply_suggestion(ws, pid, split, groups)
+        labels = ws.images(pid).set_index("id")["node_id"]
+        for child, ids in zip(report.affected, groups, strict=True):
+            assert ws.taxonomy(pid).parent(child) == "c1"
+            assert set(labels[ids]) == {child}
+        assert ws.label_history(groups[0][0])[-1]["source"] == "suggestion"
+        ws.undo(pid)  # the children go; their labels fall back to the leaf
+        assert set(ws.images(pid).set_index("id")["node_id"][groups[0] + groups[1]]) == {"c1"}

@@ -67,6 +67,7 @@ def test_relabel_history_undo_and_suggestions(studio_url):
     labelled = ws.images(pid).set_index("id")["node_id"]
     assert {labelled[i] for i in found["move"][0]["image_ids"]} == {"p"}
     assert len(found["merge"]) <= 3
+    assert all("images" not in s for kind in ("merge", "move") for s in found[kind])
 
     with pytest.raises(AppError, match="neither a node id nor a name path"):
         client.predict([first], "A / nowhere", api_name="/relabel")

@@ -63,8 +63,12 @@ def label_history(studio: Studio, image: object) -> dict:
     }
 
 
-def run_suggestions(studio: Studio, run_id: object, limit: int = 10) -> dict:
-    """A finished run's taxonomy suggestions per kind, each with image ids as evidence."""
+def run_suggestions(
+    studio: Studio, run_id: object, limit: int = 10, with_paths: bool = False
+) -> dict:
+    """A finished run's taxonomy suggestions per kind, each with image ids as evidence;
+    `with_paths` keeps the image files too (for the UI's gallery; an API client gets ids,
+    not the server's paths)."""
     run_id = whole_number(run_id, "run_id")
     results = studio.results(run_id)
     pid = studio.workspace.get_run(run_id)["project_id"]
@@ -77,6 +81,8 @@ def run_suggestions(studio: Studio, run_id: object, limit: int = 10) -> dict:
         for s in suggestions:
             d = s.to_dict()
             d["image_ids"] = [int(id_of[p]) for p in s.images if p in id_of]
+            if not with_paths:
+                del d["images"]
             if "groups" in d["evidence"]:
                 d["evidence"]["groups"] = [
                     [int(id_of[p]) for p in g if p in id_of] for g in d["evidence"]["groups"]
@@ -95,3 +101,24 @@ def run_rows_to_ids(studio: Studio, run_id: object, rows) -> list[int]:
     id_of = dict(zip(df["path"], df["id"], strict=True))
     paths = [res.paths[int(r)] for r in rows if 0 <= int(r) < res.n]
     return [int(id_of[p]) for p in paths if p in id_of]
+
+
+PREDICTION_FILTERS = ("wrong", "right", "disagree")
+
+
+def prediction_rows(res, kind: str, level: int | None = None) -> list[int]:
+    """Validation rows of a run by its (independent) prediction: "wrong" or "right" at
+    1-based `level` (None: at any level / at every known level), or "disagree": the
+    levels' predictions break the tree."""
+    if kind not in PREDICTION_FILTERS:
+        raise HierTuneError(f"A prediction filter is one of {', '.join(PREDICTION_FILTERS)}.")
+    if kind == "disagree":
+        return [int(r) for r in res.inconsistent_rows()]
+    pred, true = res.pred("independent"), res.true
+    if level is not None and not 1 <= level <= res.depth:
+        raise HierTuneError(f"Level must be between 1 and {res.depth}, not {level}.")
+    cols = [level - 1] if level is not None else list(range(res.depth))
+    known = true[:, cols] >= 0
+    wrong = ((pred[:, cols] != true[:, cols]) & known).any(axis=1)
+    rows = wrong if kind == "wrong" else ~wrong & known.any(axis=1)
+    return [int(r) for r in rows.nonzero()[0]]

@@ -1,4 +1,5 @@
-"""The studio's persistent state: projects, taxonomy versions with undo, images, labels, runs.
+"""The studio's persistent state: projects, taxonomy versions with undo, images, labels
+with their history and batch undo, tags, review requests, runs.
 
 See `hiercore.store.workspace` for the folder layout and `hiercore.store.database` for
 how concurrent threads share it.

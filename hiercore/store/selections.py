@@ -73,6 +73,45 @@ class Selections(Database):
             out.setdefault(image_id, []).append(tag)
         return out
 
+    def find_images(
+        self,
+        project_id: int,
+        subtree: str | None = None,
+        tag: str | None = None,
+        split: str | None = None,
+        labelled: bool | None = None,
+    ) -> list[int]:
+        """Ids of the images matching every filter given: labelled at `subtree` or below
+        it, carrying `tag`, pinned to `split` ('train', 'val' or 'unpinned'), labelled or
+        not."""
+        if split not in (None, "train", "val", "unpinned"):
+            raise DataError(f"A split filter is 'train', 'val' or 'unpinned', not {split!r}.")
+        with self._read() as conn:
+            self._require_project(conn, project_id)
+            tax = self._current(conn, project_id)[1]
+            if subtree is not None and subtree not in tax:
+                raise DataError(f"Node {subtree!r} is not in this project's taxonomy.")
+            sql = (
+                "SELECT i.id, l.node_id, i.split FROM images i JOIN labels l ON l.image_id = i.id "
+                "WHERE i.project_id = ?"
+            )
+            args: list = [project_id]
+            if tag:
+                sql += " AND i.id IN (SELECT image_id FROM tags WHERE tag = ?)"
+                args.append(tag.strip())
+            rows = conn.execute(sql + " ORDER BY i.id", args).fetchall()
+        under = set(tax.descendants(subtree)) | {subtree} if subtree else None
+        out = []
+        for image_id, node, pinned in rows:
+            if under is not None and node not in under:
+                continue
+            if split is not None and (pinned or "unpinned") != split:
+                continue
+            if labelled is not None and (node is not None) != labelled:
+                continue
+            out.append(image_id)
+        return out
+
     def request_review(self, project_id: int, image_ids: Iterable[int], reason: str = "") -> int:
         """Send images to the review queue with a reason; returns how many were not on it."""
         ids = list(dict.fromkeys(image_ids))
@@ -93,14 +132,16 @@ class Selections(Database):
             self._touch(conn, project_id, now)
         return added
 
-    def review_requests(self, project_id: int) -> list[dict]:
-        """The images sent to review, oldest request first: image_id, reason, added."""
+    def review_requests(self, project_id: int, pending_only: bool = False) -> list[dict]:
+        """The images sent to review, oldest request first: image_id, reason, added. With
+        `pending_only`, an image a person has labelled since its request is left out."""
+        reviewed = " AND NOT (l.source = 'human' AND l.updated >= r.added)" if pending_only else ""
         with self._read() as conn:
             self._require_project(conn, project_id)
             rows = conn.execute(
                 "SELECT r.image_id, r.reason, r.added FROM review_requests r "
-                "JOIN images i ON i.id = r.image_id WHERE i.project_id = ? "
-                "ORDER BY r.added, r.image_id",
+                "JOIN images i ON i.id = r.image_id JOIN labels l ON l.image_id = r.image_id "
+                f"WHERE i.project_id = ?{reviewed} ORDER BY r.added, r.image_id",
                 (project_id,),
             ).fetchall()
         return [dict(r) for r in rows]

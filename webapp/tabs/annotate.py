@@ -23,7 +23,7 @@ from webapp.feedback import ok, problem, user_errors
 from webapp.literal import html_text, md_text
 from webapp.pickers import attach_search, node_picker
 from webapp.state import Studio
-from webapp.tabs import curation
+from webapp.tabs import batch, curation
 from webapp.uploads import uploads_discarded
 
 QUEUES = [
@@ -32,6 +32,7 @@ QUEUES = [
     ("review: uncertain first (small top-2 margin)", "margin"),
     ("review: least confident first", "confidence"),
     ("review: levels disagree first", "inconsistency"),
+    ("review: sent by hand (Results or a batch)", "requested"),
 ]
 REVIEW_MODES = ("margin", "confidence", "inconsistency")
 PAGE = 24
@@ -52,6 +53,9 @@ def build_queue(studio: Studio, pid: int, mode: str, progress=None) -> list[int]
         return [int(i) for i in df.loc[df["node_id"].isna(), "id"]]
     if mode == "all":
         return [int(i) for i in df["id"]]
+    if mode == "requested":
+        requests = studio.workspace.review_requests(pid, pending_only=True)
+        return [int(r["image_id"]) for r in requests]
     if mode not in REVIEW_MODES:
         raise HierTuneError(f"Unknown queue {mode!r}.")
     # review the images a person has not labelled yet (unlabelled or machine-labelled)
@@ -185,8 +189,9 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         object_fit="contain",
         elem_id="label-gallery",
     )
-    curation.build_export(studio, project)
     cursor = gr.State({"ids": [], "pos": 0})
+    batch.build_batch(studio, project, gallery, cursor, PAGE)
+    batch.build_export(studio, project)
     suggested = gr.State([])
     # the id of the image on the page, sent with every labelling event (see write_label)
     shown = gr.Textbox(visible="hidden", elem_id="label-shown-id")

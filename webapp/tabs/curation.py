@@ -1,4 +1,4 @@
-"""The curation loop in the studio: act on a selection of images, see suggestions.
+"""The curation loop in the Results tab: act on a selection of images, see suggestions.
 
 A selection comes from a confusion cell (a click or the cell picker), a top-confusion
 row, an inconsistency row or a lasso/box on the image map (plotly's selection event,
@@ -7,7 +7,9 @@ selection to a node (a leaf or an inner node: a partial label), tags or untags i
 sends it to the review queue or removes it from the project; every relabel is one
 batch that "Undo last relabel" puts back. The suggestions panel lists what a run says
 about the taxonomy with its evidence, and applies one as an undoable taxonomy edit.
-Everything here is a thin call into `webapp.curation` and `hiercore`.
+The Data & labels tab's batch box and export are in `webapp.tabs.batch`, the run
+comparison in `webapp.tabs.run_compare`. Everything is a thin call into
+`webapp.curation` and `hiercore`.
 """
 
 from __future__ import annotations
@@ -86,8 +88,10 @@ def build_selection(
     cell_click,
     top,
     subtree_table,
+    drill: tuple | None = None,
 ) -> None:
-    """The selection panel of the Results tab, fed by its drill-down components."""
+    """The selection panel of the Results tab, fed by its drill-down components; a map
+    selection also fills the drill-down `(note, gallery)` with its images."""
     ws = studio.workspace
     selection = gr.State([])
     map_select = gr.Textbox(visible="hidden", elem_id="map-select")
@@ -173,20 +177,29 @@ def build_selection(
         rows = res.inconsistent_rows(int(row["level"]), row["node_id"], dec)
         return select(run_id, rows, "an inconsistency row")
 
-    @user_errors(len(shown))
-    def from_map(run_id, payload):
+    map_outputs = shown + list(drill or [])
+
+    @user_errors(len(map_outputs))
+    def from_map(run_id, dec, payload):
         try:
             rows = [int(r) for r in json.loads(payload)["rows"]]
         except (ValueError, TypeError, KeyError):
-            return tuple(gr.skip() for _ in shown)
-        return select(run_id, rows, "the image map")
+            return tuple(gr.skip() for _ in map_outputs)
+        out = select(run_id, rows, "the image map")
+        if drill is None:
+            return out
+        from webapp.tabs.results import gallery_items, image_names
+
+        res = studio.results(int(run_id))
+        images = gallery_items(res, rows, dec, image_names(studio, run_id))
+        return (*out, f"**{len(rows)} images** selected on the image map", images)
 
     private = {"api_visibility": "private"}
     cell_click.change(from_click, [run, level, decoding, cell_click], shown, **private)
     cell_btn.click(from_cell, [run, level, decoding, cell_true, cell_pred], shown, **private)
     top.select(from_top, [run, level, decoding], shown, **private)
     subtree_table.select(from_subtree, [run, decoding], shown, **private)
-    map_select.change(from_map, [run, map_select], shown, **private)
+    map_select.change(from_map, [run, decoding, map_select], map_outputs, **private)
 
     def project_of(run_id, ids) -> int:
         if not ids:
@@ -282,7 +295,7 @@ def build_suggestions(studio: Studio, run) -> None:
     def find(run_id):
         if not run_id:
             raise HierTuneError("Pick a finished run.")
-        out = curation.run_suggestions(studio, run_id)
+        out = curation.run_suggestions(studio, run_id, with_paths=True)
         rows = [s for kind in ("merge", "move", "split", "describe") for s in out[kind][:5]]
         frame = pd.DataFrame(
             [{"kind": s["kind"], "score": round(s["score"], 3), "title": s["title"]} for s in rows],
@@ -300,7 +313,8 @@ def build_suggestions(studio: Studio, run) -> None:
         if not s:
             raise HierTuneError("Click a suggestion first.")
         pid = ws.get_run(int(run_id))["project_id"]
-        apply_suggestion(ws, pid, s)
+        groups = s["evidence"].get("groups") if s["kind"] == "split" else None
+        apply_suggestion(ws, pid, s, groups)
         return ok(f"Applied: {s['title']} (undo restores the tree and labels).")
 
     @user_errors(1)
@@ -337,37 +351,3 @@ def history_markdown(studio: Studio, shown_id) -> str:
             f"- {h['created'][:19]} · {h['source']}{batch}: {md_text(old)} → {md_text(new)}"
         )
     return "\n".join(lines)
-
-
-EXPORT_CHOICES = [
-    ("CSV manifest (labels only)", "csv"),
-    ("Hugging Face imagefolder (images + metadata.csv)", "imagefolder"),
-    ("FiftyOne classification JSON per level (images + labels)", "fiftyone"),
-]
-
-
-def export_labels(studio: Studio, pid: int, fmt: str):
-    """The project's labels zipped in `fmt` under the workspace's exports folder."""
-    from hiercore.label_export import export_labels_zip
-
-    out_dir = studio.root / "exports" / str(pid)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return export_labels_zip(studio.workspace, pid, fmt, out_dir / f"labels-{fmt}.zip")
-
-
-def build_export(studio: Studio, project: gr.BrowserState) -> None:
-    """The label export box of the Data & labels tab."""
-    with gr.Accordion("Export labels", open=False):
-        with gr.Row(equal_height=True):
-            fmt = gr.Dropdown(EXPORT_CHOICES, value="csv", label="Format", scale=3)
-            export_btn = gr.Button("Export", scale=1, elem_id="labels-export")
-        status = gr.Markdown()
-        download = gr.File(label="Download", interactive=False)
-
-    @user_errors(2)
-    def export(pid, fmt_name):
-        pid = studio.project_id(pid)
-        path = export_labels(studio, pid, fmt_name)
-        return ok(f"Exported {path.name}."), str(path)
-
-    export_btn.click(export, [project, fmt], [status, download], api_visibility="private")

@@ -38,7 +38,7 @@ from webapp.literal import md_text
 from webapp.run_jobs import is_comparison, submit_comparison
 from webapp.state import Studio, default_model
 from webapp.tabs import curation as curation_tab
-from webapp.tabs import demo_effect
+from webapp.tabs import demo_effect, run_compare
 from webapp.tabs.train import state_label
 
 MAX_CLASSES = 60
@@ -238,6 +238,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
                 )
                 compare_btn = gr.Button("Run the baseline comparison", scale=1)
             compare_status = gr.Markdown()
+            run_compare.build_run_comparison(studio, project, run)
         curation_tab.build_suggestions(studio, run)
     gallery_note = gr.Markdown()
     gallery = gr.Gallery(
@@ -259,6 +260,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         cell_click,
         top,
         subtree_table,
+        (gallery_note, gallery),
     )
 
     def drilled(res, run_id, rows, dec, note: str):
