@@ -10,6 +10,7 @@ the run, since a UMAP fit takes seconds.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ from hiercore.metrics import confusion_at_level, inconsistency_by_subtree
 from hiercore.taxonomy import LevelIndex, Taxonomy
 
 DECODINGS = ("independent", "consistent")
+TOP_K_KEYS = ("topk_", "logsumexp_", "path_topk", "path_score")
+OLD_RUN_TOP_K = 5
+"""Classes `level_topk` gives from the logits of a run folder older than the top-k arrays."""
 DENSE_CONFUSION_UP_TO = 1000
 """Levels with more classes get a sparse confusion matrix (8 MB dense at this size)."""
 
@@ -36,7 +40,6 @@ class RunResults:
     index: LevelIndex
     metrics: dict
     history: list
-    logits: list[np.ndarray]
     true: np.ndarray
     """(N, L) true index paths, -1 where unknown."""
     predicted: dict[str, np.ndarray]
@@ -46,6 +49,8 @@ class RunResults:
     node_feats: dict[str, np.ndarray] = field(default_factory=dict)
     """"before" / "after" fine-tuning text embeddings of every distinct node."""
     node_ids: list[str] = field(default_factory=list)
+    topk: dict[str, np.ndarray] = field(default_factory=dict)
+    """`hiercore.evaluation.top_k_arrays` as saved (empty for run folders older than it)."""
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunResults:
@@ -57,8 +62,9 @@ class RunResults:
         taxonomy = Taxonomy.from_dict(json.loads((run / "taxonomy.json").read_text()))
         history_file = run / "history.json"
         with np.load(run / "predictions.npz", allow_pickle=False) as z:
-            depth = sum(1 for k in z.files if k.startswith("logits_"))
-            logits = [z[f"logits_{i}"].astype(np.float32) for i in range(depth)]
+            # Every level's logits are read only if asked for (`logits`): 10-12 s at 10k
+            # leaves. Old run folders hold them all; newer ones keep the top-k.
+            topk = {k: z[k] for k in z.files if k.startswith(TOP_K_KEYS)}
             predicted = {d: z[f"pred_{d}"].astype(np.int64) for d in DECODINGS}
             node_feats = {
                 k: z[f"node_feats_{k}"].astype(np.float32)
@@ -72,7 +78,6 @@ class RunResults:
                 index=LevelIndex.build(taxonomy),
                 metrics=json.loads((run / "metrics.json").read_text()),
                 history=json.loads(history_file.read_text()) if history_file.is_file() else [],
-                logits=logits,
                 true=z["true"].astype(np.int64),
                 predicted=predicted,
                 paths=[str(p) for p in z["paths"]],
@@ -81,7 +86,35 @@ class RunResults:
                 else None,
                 node_feats=node_feats,
                 node_ids=[str(n) for n in z["node_ids"]] if "node_ids" in z.files else [],
+                topk=topk,
             )
+
+    @functools.cached_property
+    def logits(self) -> list[np.ndarray]:
+        """Every level's validation logits (N, C_l), read on first use; a run whose logits
+        were too large to keep has only `topk`, and this says so."""
+        with np.load(self.run_dir / "predictions.npz", allow_pickle=False) as z:
+            depth = sum(1 for k in z.files if k.startswith("logits_"))
+            if depth == 0:
+                raise HierTuneError(
+                    f"Run {self.run_dir.name} kept only the top classes and paths "
+                    "of each image, not every level's logits."
+                )
+            return [z[f"logits_{i}"].astype(np.float32) for i in range(depth)]
+
+    def level_topk(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """(classes, softmax probabilities), (N, k) each, best first, at 1-based `level`."""
+        key = f"topk_index_{level - 1}"
+        if key in self.topk:
+            lse = self.topk[f"logsumexp_{level - 1}"][:, None]
+            return self.topk[key].astype(np.int64), np.exp(
+                self.topk[f"topk_logit_{level - 1}"] - lse
+            )
+        z = self.logits[level - 1]  # an older run folder
+        order = np.argsort(-z, axis=1, kind="stable")[:, :OLD_RUN_TOP_K]
+        shifted = z - z.max(axis=1, keepdims=True)
+        probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+        return order, np.take_along_axis(probs, order, axis=1)
 
     # ------------------------------------------------------------------ shape
     @property
