@@ -141,6 +141,27 @@ def collect(
     )
 
 
+def epoch_score(collected: Collected, parents: list[torch.Tensor]) -> dict:
+    """The three figures training plots after each epoch (fpa, tice, consistent_fpa),
+    equal to `score`'s, without the rest of the metric set (that is for the end)."""
+    from hiercore.metrics import DECODE_CHUNK, full_path_accuracy, tree_inconsistency_error
+
+    par = [p.cpu() for p in parents]
+    n = collected.true.shape[0]
+    ind, cons = [], []
+    for start in range(0, max(n, 1), DECODE_CHUNK):
+        zs = [torch.from_numpy(z[start : start + DECODE_CHUNK]) for z in collected.logits]
+        ind.append(independent_decode(zs))
+        cons.append(consistent_decode(zs, par))
+    ind_paths, cons_paths = torch.cat(ind), torch.cat(cons)
+    val = {
+        "fpa": full_path_accuracy(ind_paths, collected.true),
+        "tice": tree_inconsistency_error(ind_paths, par),
+        "consistent_fpa": full_path_accuracy(cons_paths, collected.true),
+    }
+    return {k: None if np.isnan(v) else float(v) for k, v in val.items()}  # as JSON keeps it
+
+
 def score(collected: Collected, parents: list[torch.Tensor]) -> dict:
     """The metrics dict (independent and consistent decoding) of a collected pass."""
     metrics = evaluate_predictions(

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from hiercore.config import RunConfig
 from hiercore.data import ImageLabelDataset, Sample
 from hiercore.errors import DataError, HierTuneError
-from hiercore.evaluation import autocast, collect, score
+from hiercore.evaluation import autocast, collect, epoch_score, score
 from hiercore.losses import hierarchical_loss
 from hiercore.models import HierClip, apply_lora, count_parameters, load_clip, lora_state_dict
 from hiercore.models.loading import pick_device
@@ -267,8 +267,7 @@ def train(
                     message="scoring the validation images",
                 )
             )
-            m = score(collect(model, val_samples, config.batch_size * 2, device), parents)
-            val = {"fpa": m["fpa"], "tice": m["tice"], "consistent_fpa": m["consistent"]["fpa"]}
+            val = epoch_score(collect(model, val_samples, config.batch_size * 2, device), parents)
             history.append({"step": step, "epoch": epoch + 1, "val": val})
             emit(ProgressEvent("eval", epoch + 1, config.epochs, step, steps_total, val=val))
         _save_checkpoint(ckpt, model, optimizer, schedule, epoch + 1, step, history, config)

@@ -141,3 +141,25 @@ def test_an_older_run_folder_gives_its_top_k_from_the_logits(run):
     z = run.logits[1]
     assert np.array_equal(classes, np.argsort(-z, axis=1))
     assert np.allclose(probs.sum(axis=1), 1.0)
+
+
+def test_the_per_epoch_score_equals_the_full_score_on_its_three_figures():
+    import torch
+
+    from hiercore.evaluation import Collected, epoch_score, score
+    from hiercore.taxonomy import LevelIndex
+
+    index = LevelIndex.build(TAX)
+    parents = [torch.as_tensor(p) for p in index.parents]
+    rng = np.random.default_rng(5)
+    for n in (0, 5, 700):
+        logits = [rng.normal(size=(n, c)).astype(np.float32) for c in index.sizes]
+        true = TRUE[rng.integers(0, len(TRUE), n)] if n else np.zeros((0, 2), np.int64)
+        collected = Collected(logits, true, np.zeros((n, 4), np.float32), [""] * n)
+        full = score(collected, parents)
+        quick = epoch_score(collected, parents)
+        assert quick == {
+            "fpa": full["fpa"],
+            "tice": full["tice"],
+            "consistent_fpa": full["consistent"]["fpa"],
+        }
