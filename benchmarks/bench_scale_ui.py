@@ -258,11 +258,38 @@ def bench_evaluation(n_val: int) -> None:
     row("evaluate_predictions (full metric set)", seconds, mb, f"logits themselves {inputs:.0f} MB")
 
 
+def bench_zero_shot(model: str) -> None:
+    """Zero-shot suggestions on the 16k-node tree: a rebuild after an edit, cached or not."""
+    import torch
+
+    from benchmarks.scale_project import inat_like_taxonomy
+    from hiercore.models import load_clip
+    from hiercore.predict import Predictor, PromptFeatures
+
+    torch.set_num_threads(1)
+    print(f"Zero-shot suggestions ({model} model)")
+    tax = inat_like_taxonomy()
+    bundle = load_clip(model)
+    cache = PromptFeatures()
+    first, seconds, _ = timed(
+        lambda: Predictor.zero_shot(tax, device="cpu", prompt_cache=cache, bundle=bundle)
+    )
+    row(f"before (every edit): encode all {len(first.model.prompts):,} prompts", seconds)
+    edited = tax.copy()
+    edited.rename(next(n for n in tax.iter_dfs() if n.startswith("g")), "Corvus")
+    encoded = cache.encoded
+    _, seconds, _ = timed(
+        lambda: Predictor.zero_shot(edited, device="cpu", prompt_cache=cache, bundle=bundle)
+    )
+    row(f"after: rebuild after a rename ({cache.encoded - encoded} prompts encoded)", seconds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20000, help="labelled image rows")
     parser.add_argument("--val", type=int, default=5000, help="validation images in results")
-    parser.add_argument("--only", choices=["taxonomy", "results", "evaluation"])
+    parser.add_argument("--only", choices=["taxonomy", "results", "evaluation", "zero-shot"])
+    parser.add_argument("--model", default="tiny-random", help="CLIP model for zero-shot")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "taxonomy"):
@@ -271,6 +298,8 @@ def main() -> None:
         bench_results(args.val)
     if args.only in (None, "evaluation"):
         bench_evaluation(args.val)
+    if args.only in (None, "zero-shot"):
+        bench_zero_shot(args.model)
 
 
 if __name__ == "__main__":
