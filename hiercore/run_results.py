@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,7 +213,7 @@ class RunResults:
                 after = Map2D(z["after"], str(z["method"]), note)
                 return before, after, self.node_ids
         before, after = joint_umap(self.node_feats["before"], self.node_feats["after"], seed)
-        np.savez(cache, before=before, after=after, method=before.method, note=before.note)
+        _save_atomically(cache, before=before, after=after, method=before.method, note=before.note)
         return before, after, self.node_ids
 
     def _image_map_file(self, seed: int) -> Path:
@@ -232,5 +234,20 @@ class RunResults:
             with np.load(cache, allow_pickle=False) as z:
                 return Map2D(z["coords"], str(z["method"]), str(z["note"]))
         coords = umap_2d(self.image_feats, seed)
-        np.savez(cache, coords=coords, method=coords.method, note=coords.note)
+        _save_atomically(cache, coords=coords, method=coords.method, note=coords.note)
         return coords
+
+    def precompute_maps(self, seed: int = 0) -> None:
+        """Fit and cache both maps (what the studio does in the background after a run)."""
+        if {"before", "after"} <= set(self.node_feats):
+            self.node_maps(seed)
+        if self.image_feats is not None and self.n:
+            self.image_map(seed)
+
+
+def _save_atomically(path: Path, **arrays) -> None:
+    """np.savez to a temporary name, then renamed: a reader never sees half a map (the
+    background precompute and a click on the maps button may race)."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)

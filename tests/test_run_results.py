@@ -163,3 +163,12 @@ def test_the_per_epoch_score_equals_the_full_score_on_its_three_figures():
             "tice": full["tice"],
             "consistent_fpa": full["consistent"]["fpa"],
         }
+
+
+def test_precomputing_the_maps_fills_both_caches(run):
+    assert not run.has_image_map()
+    run.precompute_maps()
+    assert run.has_image_map() and (run.run_dir / "map_nodes_0.npz").is_file()
+    assert not list(run.run_dir.glob(".map_*"))  # no temporary file is left behind
+    coords = run.image_map()
+    assert coords.shape == (5, 2)
