@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import tempfile
 import threading
 import time
@@ -183,6 +184,54 @@ def bench_results(n_val: int) -> None:
         _, seconds, mb = timed(load)
         row("before: loading them", seconds, mb)
 
+        import torch
+
+        from hiercore.evaluation import top_k_arrays
+
+        parents = [torch.as_tensor(p) for p in index.parents]
+        arrays, seconds, mb = timed(lambda: top_k_arrays(logits, parents))
+        row("after: top-5 classes per level + top-5 paths (computing)", seconds, mb)
+        new = Path(tmp) / "predictions_topk.npz"
+        np.savez_compressed(new, **arrays)
+        row("after: predictions.npz with top-k only", note=f"{new.stat().st_size / 2**20:.1f} MB")
+
+        def load_new():
+            with np.load(new) as z:
+                return {k: z[k] for k in z.files}
+
+        _, seconds, mb = timed(load_new)
+        row("after: loading them", seconds, mb)
+
+        run = Path(tmp) / "run"
+        run.mkdir()
+        write_run_folder(run, tax, logits, true, parents)
+        _, seconds, mb = timed(lambda: results_view(run, index))
+        row("after: results view (load the run, leaf confusion figure)", seconds, mb)
+
+
+def write_run_folder(run: Path, tax, logits, true, parents) -> None:
+    """A finished run's folder as `training.train` writes it, with these predictions."""
+    from hiercore.config import RunConfig
+    from hiercore.evaluation import Collected
+
+    RunConfig(model="tiny-random").save(run / "config.json")
+    (run / "taxonomy.json").write_text(json.dumps(tax.to_dict()))
+    (run / "metrics.json").write_text("{}")
+    feats = np.zeros((len(true), 512), dtype=np.float32)
+    paths = [f"{i}.jpg" for i in range(len(true))]
+    Collected(logits, true, feats, paths).save(run / "predictions.npz", parents)
+
+
+def results_view(run: Path, index) -> None:
+    """What the Results tab computes to show a run: load it, draw the leaf confusion."""
+    from hiercore.figures import tree_confusion_figure
+    from hiercore.run_results import RunResults
+
+    res = RunResults.load(run)
+    level = index.depth
+    fig = tree_confusion_figure(res.confusion(level), res.index, res.taxonomy, level, 60)
+    return fig
+
 
 def hca_dense(logits, true, parents) -> float:
     """The HCA of before this benchmark's change (float64 copies, dense masks)."""
@@ -210,11 +259,90 @@ def bench_evaluation(n_val: int) -> None:
     row("evaluate_predictions (full metric set)", seconds, mb, f"logits themselves {inputs:.0f} MB")
 
 
+def bench_zero_shot(model: str) -> None:
+    """Zero-shot suggestions on the 16k-node tree: a rebuild after an edit, cached or not."""
+    import torch
+
+    from benchmarks.scale_project import inat_like_taxonomy
+    from hiercore.models import load_clip
+    from hiercore.predict import Predictor, PromptFeatures
+
+    torch.set_num_threads(1)
+    print(f"Zero-shot suggestions ({model} model)")
+    tax = inat_like_taxonomy()
+    bundle = load_clip(model)
+    cache = PromptFeatures()
+    first, seconds, _ = timed(
+        lambda: Predictor.zero_shot(tax, device="cpu", prompt_cache=cache, bundle=bundle)
+    )
+    row(f"before (every edit): encode all {len(first.model.prompts):,} prompts", seconds)
+    edited = tax.copy()
+    edited.rename(next(n for n in tax.iter_dfs() if n.startswith("g")), "Corvus")
+    encoded = cache.encoded
+    _, seconds, _ = timed(
+        lambda: Predictor.zero_shot(edited, device="cpu", prompt_cache=cache, bundle=bundle)
+    )
+    row(f"after: rebuild after a rename ({cache.encoded - encoded} prompts encoded)", seconds)
+
+
+UMAP_FIT = """
+import sys, time, warnings
+import numpy as np
+from hiercore import embedding_map
+warnings.simplefilter("ignore")
+old = sys.argv[1] == "before"
+if old:  # umap-learn's defaults, as the map was fitted before
+    import umap
+    def fit(x):
+        reducer = umap.UMAP(n_components=2, n_neighbors=15, metric="cosine", random_state=0)
+        return reducer.fit_transform(x)
+else:
+    fit = embedding_map.umap_2d
+rng = np.random.default_rng(0)
+images = rng.normal(size=(671, 512)).astype(np.float32)  # the demo's validation images
+nodes = rng.normal(size=(2 * 752, 512)).astype(np.float32)  # its nodes before and after
+start, cpu = time.perf_counter(), time.process_time()
+fit(nodes), fit(images)
+cold, cold_cpu = time.perf_counter() - start, time.process_time() - cpu
+start, cpu = time.perf_counter(), time.process_time()
+fit(nodes), fit(images)
+print(cold, cold_cpu, time.perf_counter() - start, time.process_time() - cpu)
+"""
+
+
+def bench_umap() -> None:
+    """Both maps of the demo's results view, in a fresh process (numba compiles on the
+    first fit) and again in the same process, with the old and the current settings."""
+    import subprocess
+    import sys
+
+    print("UMAP maps for the demo (671 images, 752 nodes before and after)")
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1"}  # CPU time then tracks the work
+    for which in ("before", "after"):
+        done = subprocess.run(
+            [sys.executable, "-c", UMAP_FIT, which],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        cold, cold_cpu, warm, warm_cpu = (float(v) for v in done.stdout.split())
+        row(
+            f"{which}: both maps, first fit in a process (compiles)",
+            cold,
+            note=f"{cold_cpu:.1f} s CPU",
+        )
+        row(f"{which}: both maps, fitted again in that process", warm, note=f"{warm_cpu:.1f} s CPU")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20000, help="labelled image rows")
     parser.add_argument("--val", type=int, default=5000, help="validation images in results")
-    parser.add_argument("--only", choices=["taxonomy", "results", "evaluation"])
+    parser.add_argument(
+        "--only", choices=["taxonomy", "results", "evaluation", "zero-shot", "umap"]
+    )
+    parser.add_argument("--model", default="tiny-random", help="CLIP model for zero-shot")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "taxonomy"):
@@ -223,6 +351,10 @@ def main() -> None:
         bench_results(args.val)
     if args.only in (None, "evaluation"):
         bench_evaluation(args.val)
+    if args.only in (None, "zero-shot"):
+        bench_zero_shot(args.model)
+    if args.only in (None, "umap"):
+        bench_umap()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ import warnings
 
 import numpy as np
 
+MAP_EPOCHS = 200
+"""UMAP optimisation epochs (umap-learn's default is 500 below 10,000 points)."""
+
 
 class Map2D(np.ndarray):
     """(N, 2) coordinates that remember how they were computed."""
@@ -81,7 +84,16 @@ def umap_2d(x: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> Map2D:
         return Map2D(pca_2d(x), "pca", note)
     import umap  # lazy: the first import compiles numba code
 
-    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, metric="cosine", random_state=seed)
+    # 200 epochs from a PCA start: the layout a results view needs, at ~2/3 the time of
+    # umap-learn's 500 epochs from a spectral start (which also falls back on small sets)
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=n_neighbors,
+        metric="cosine",
+        random_state=seed,
+        n_epochs=MAP_EPOCHS,
+        init="pca",
+    )
     with warnings.catch_warnings():
         # "n_jobs overridden by random_state" and spectral-init fallbacks are expected here.
         warnings.simplefilter("ignore", UserWarning)

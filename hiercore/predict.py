@@ -7,11 +7,13 @@ path (docs/method.md §4), per-level probabilities and the top-k valid paths.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from hiercore.decode import consistent_topk, independent_decode
@@ -44,15 +46,57 @@ class Prediction:
         return self.__dict__.copy()
 
 
+class PromptFeatures:
+    """Text embeddings of prompts already encoded by one frozen model, by prompt text.
+
+    A zero-shot predictor is rebuilt after every taxonomy edit; with this cache only the
+    prompts the edit changed (a renamed node's, its children's if they name the parent)
+    are encoded again, not the 32k prompts of a 16k-node tree. Oldest entries go first
+    beyond `max_prompts`.
+    """
+
+    def __init__(self, max_prompts: int = 200_000) -> None:
+        self.max_prompts = max_prompts
+        self.features: dict[str, torch.Tensor] = {}
+        self.encoded = 0
+        """Prompts encoded through this cache so far (what the cache saves is the rest)."""
+        self.lock = threading.Lock()
+
+    @torch.no_grad()
+    def node_feats(self, model: HierClip, device: torch.device, chunk: int = 1024) -> torch.Tensor:
+        """`model.encode_nodes()` for a frozen model, encoding only prompts not seen yet."""
+        with self.lock:
+            first = {p: i for i, p in reversed(list(enumerate(model.prompts)))}
+            missing = sorted(i for p, i in first.items() if p not in self.features)
+            with autocast(device):
+                for start in range(0, len(missing), chunk):
+                    rows = torch.tensor(missing[start : start + chunk], device=model.tokens.device)
+                    feats = F.normalize(model.clip.encode_text(model.tokens[rows]), dim=-1)
+                    for i, f in zip(rows.tolist(), feats.float().cpu(), strict=True):
+                        self.features[model.prompts[i]] = f
+            self.encoded += len(missing)
+            per_prompt = torch.stack([self.features[p] for p in model.prompts])
+            while len(self.features) > self.max_prompts:
+                self.features.pop(next(iter(self.features)))
+        sums = torch.zeros(len(model.node_ids), per_prompt.shape[1])
+        sums.index_add_(0, model.prompt_owner.cpu(), per_prompt)
+        return F.normalize(sums, dim=-1).to(device)
+
+
 class Predictor:
     """A loaded model plus taxonomy, ready to label images."""
 
-    def __init__(self, model: HierClip, device: torch.device) -> None:
+    def __init__(
+        self, model: HierClip, device: torch.device, prompt_cache: PromptFeatures | None = None
+    ) -> None:
         self.model = model.eval()
         self.device = device
         self.parents = model.parents()
-        with torch.no_grad(), autocast(device):
-            self.node_feats = model.encode_nodes()
+        if prompt_cache is not None:
+            self.node_feats = prompt_cache.node_feats(model, device)
+        else:
+            with torch.no_grad(), autocast(device):
+                self.node_feats = model.encode_nodes()
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto") -> Predictor:
@@ -67,10 +111,14 @@ class Predictor:
         pretrained: str | None = None,
         templates: list[str] | None = None,
         device: str = "auto",
+        prompt_cache: PromptFeatures | None = None,
+        bundle=None,
     ) -> Predictor:
+        """`prompt_cache` (for this model) keeps prompt embeddings across rebuilds, and a
+        loaded `bundle` of this model saves loading it again."""
         dev = pick_device(device)
-        bundle = load_clip(model, pretrained)
-        return cls(HierClip(bundle, taxonomy, templates).to(dev), dev)
+        bundle = bundle if bundle is not None else load_clip(model, pretrained)
+        return cls(HierClip(bundle, taxonomy, templates).to(dev), dev, prompt_cache)
 
     @property
     def taxonomy(self) -> Taxonomy:

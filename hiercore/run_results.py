@@ -10,6 +10,9 @@ the run, since a UMAP fit takes seconds.
 
 from __future__ import annotations
 
+import functools
+import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +26,9 @@ from hiercore.run_folder import RESULT_FILES, RunFolder
 from hiercore.taxonomy import LevelIndex, Taxonomy
 
 DECODINGS = ("independent", "consistent")
+TOP_K_KEYS = ("topk_", "logsumexp_", "path_topk", "path_score")
+OLD_RUN_TOP_K = 5
+"""Classes `level_topk` gives from the logits of a run folder older than the top-k arrays."""
 DENSE_CONFUSION_UP_TO = 1000
 """Levels with more classes get a sparse confusion matrix (8 MB dense at this size)."""
 
@@ -37,7 +43,6 @@ class RunResults:
     index: LevelIndex
     metrics: dict
     history: History
-    logits: list[np.ndarray]
     true: np.ndarray
     """(N, L) true index paths, -1 where unknown."""
     predicted: dict[str, np.ndarray]
@@ -47,6 +52,8 @@ class RunResults:
     node_feats: dict[str, np.ndarray] = field(default_factory=dict)
     """"before" / "after" fine-tuning text embeddings of every distinct node."""
     node_ids: list[str] = field(default_factory=list)
+    topk: dict[str, np.ndarray] = field(default_factory=dict)
+    """`hiercore.evaluation.top_k_arrays` as saved (empty for run folders older than it)."""
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunResults:
@@ -57,8 +64,9 @@ class RunResults:
             raise HierTuneError(f"Run {run.name} has no {missing[0]} yet: it has not finished.")
         taxonomy = folder.read_taxonomy()
         with np.load(folder.predictions_file, allow_pickle=False) as z:
-            depth = sum(1 for k in z.files if k.startswith("logits_"))
-            logits = [z[f"logits_{i}"].astype(np.float32) for i in range(depth)]
+            # Every level's logits are read only if asked for (`logits`): 10-12 s at 10k
+            # leaves. Old run folders hold them all; newer ones keep the top-k.
+            topk = {k: z[k] for k in z.files if k.startswith(TOP_K_KEYS)}
             predicted = {d: z[f"pred_{d}"].astype(np.int64) for d in DECODINGS}
             node_feats = {
                 k: z[f"node_feats_{k}"].astype(np.float32)
@@ -72,7 +80,6 @@ class RunResults:
                 index=LevelIndex.build(taxonomy),
                 metrics=folder.read_metrics(),
                 history=folder.read_history(),
-                logits=logits,
                 true=z["true"].astype(np.int64),
                 predicted=predicted,
                 paths=[str(p) for p in z["paths"]],
@@ -81,7 +88,35 @@ class RunResults:
                 else None,
                 node_feats=node_feats,
                 node_ids=[str(n) for n in z["node_ids"]] if "node_ids" in z.files else [],
+                topk=topk,
             )
+
+    @functools.cached_property
+    def logits(self) -> list[np.ndarray]:
+        """Every level's validation logits (N, C_l), read on first use; a run whose logits
+        were too large to keep has only `topk`, and this says so."""
+        with np.load(RunFolder(self.run_dir).predictions_file, allow_pickle=False) as z:
+            depth = sum(1 for k in z.files if k.startswith("logits_"))
+            if depth == 0:
+                raise HierTuneError(
+                    f"Run {self.run_dir.name} kept only the top classes and paths "
+                    "of each image, not every level's logits."
+                )
+            return [z[f"logits_{i}"].astype(np.float32) for i in range(depth)]
+
+    def level_topk(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """(classes, softmax probabilities), (N, k) each, best first, at 1-based `level`."""
+        key = f"topk_index_{level - 1}"
+        if key in self.topk:
+            lse = self.topk[f"logsumexp_{level - 1}"][:, None]
+            return self.topk[key].astype(np.int64), np.exp(
+                self.topk[f"topk_logit_{level - 1}"] - lse
+            )
+        z = self.logits[level - 1]  # an older run folder
+        order = np.argsort(-z, axis=1, kind="stable")[:, :OLD_RUN_TOP_K]
+        shifted = z - z.max(axis=1, keepdims=True)
+        probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+        return order, np.take_along_axis(probs, order, axis=1)
 
     # ------------------------------------------------------------------ shape
     @property
@@ -178,7 +213,7 @@ class RunResults:
                 after = Map2D(z["after"], str(z["method"]), note)
                 return before, after, self.node_ids
         before, after = joint_umap(self.node_feats["before"], self.node_feats["after"], seed)
-        np.savez(cache, before=before, after=after, method=before.method, note=before.note)
+        _save_atomically(cache, before=before, after=after, method=before.method, note=before.note)
         return before, after, self.node_ids
 
     def _image_map_file(self, seed: int) -> Path:
@@ -199,5 +234,20 @@ class RunResults:
             with np.load(cache, allow_pickle=False) as z:
                 return Map2D(z["coords"], str(z["method"]), str(z["note"]))
         coords = umap_2d(self.image_feats, seed)
-        np.savez(cache, coords=coords, method=coords.method, note=coords.note)
+        _save_atomically(cache, coords=coords, method=coords.method, note=coords.note)
         return coords
+
+    def precompute_maps(self, seed: int = 0) -> None:
+        """Fit and cache both maps (what the studio does in the background after a run)."""
+        if {"before", "after"} <= set(self.node_feats):
+            self.node_maps(seed)
+        if self.image_feats is not None and self.n:
+            self.image_map(seed)
+
+
+def _save_atomically(path: Path, **arrays) -> None:
+    """np.savez to a temporary name, then renamed: a reader never sees half a map (the
+    background precompute and a click on the maps button may race)."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)

@@ -46,7 +46,7 @@ from hiercore.config import RunConfig
 from hiercore.data import ImageLabelDataset, Sample
 from hiercore.distributed import join, leave
 from hiercore.errors import DataError, HierTuneError
-from hiercore.evaluation import autocast, collect, score
+from hiercore.evaluation import autocast, collect, epoch_score, score
 from hiercore.history import History
 from hiercore.image_cache import DecodedImages
 from hiercore.models import HierClip, apply_lora, count_parameters, load_clip, lora_state_dict
@@ -313,8 +313,9 @@ def train(
                 )
             )
             nodes = eval_node_features(step_loss, device)
-            m = score(collect(model, val_samples, config.batch_size * 2, device, nodes), parents)
-            val = {"fpa": m["fpa"], "tice": m["tice"], "consistent_fpa": m["consistent"]["fpa"]}
+            val = epoch_score(
+                collect(model, val_samples, config.batch_size * 2, device, nodes), parents
+            )
             history.add_val(step, epoch + 1, val)
             emit(ProgressEvent("eval", epoch + 1, config.epochs, step, steps_total, val=val))
         if procs.is_main:

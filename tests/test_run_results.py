@@ -94,3 +94,81 @@ def test_maps_are_cached_beside_the_run(run):
 def test_unfinished_run(tmp_path):
     with pytest.raises(HierTuneError, match="not finished"):
         RunResults.load(tmp_path)
+
+
+def test_a_run_keeps_top_k_classes_and_paths_and_reads_them_back(tmp_path, monkeypatch):
+    """Collected.save keeps the top-k per level and the top-k valid paths; without the full
+    logits (too large) RunResults still gives the same top-k as from the logits."""
+    import torch
+
+    from hiercore import evaluation
+    from hiercore.decode import consistent_topk
+    from hiercore.taxonomy import LevelIndex
+
+    index = LevelIndex.build(TAX)
+    parents = [torch.as_tensor(p) for p in index.parents]
+    rng = np.random.default_rng(3)
+    logits = [rng.normal(size=(5, n)).astype(np.float32) for n in index.sizes]
+    collected = evaluation.Collected(
+        logits, TRUE, rng.normal(size=(5, 4)).astype(np.float32), [f"{i}.png" for i in range(5)]
+    )
+    RunConfig(model="tiny-random").save(tmp_path / "config.json")
+    (tmp_path / "taxonomy.json").write_text(json.dumps(TAX.to_dict()))
+    (tmp_path / "metrics.json").write_text("{}")
+    collected.save(tmp_path / "predictions.npz", parents)
+    full = RunResults.load(tmp_path)
+    assert [z.tolist() for z in full.logits] == [z.tolist() for z in logits]  # read now
+    monkeypatch.setattr(evaluation, "FULL_LOGITS_UP_TO", 0)
+    collected.save(tmp_path / "predictions.npz", parents)
+    kept = RunResults.load(tmp_path)
+    with pytest.raises(HierTuneError, match="kept only the top"):
+        _ = kept.logits
+    paths, scores = consistent_topk([torch.from_numpy(z) for z in logits], parents, k=5)
+    assert np.array_equal(kept.topk["path_topk"], paths.numpy())
+    assert np.allclose(kept.topk["path_score"], scores.numpy())
+    for level in (1, 2):
+        classes, probs = kept.level_topk(level)
+        old_classes, old_probs = full.level_topk(level)  # the same arrays were kept here too
+        z = logits[level - 1]
+        softmax = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        assert np.array_equal(classes, np.argsort(-z, axis=1)[:, : classes.shape[1]])
+        assert np.allclose(probs, np.take_along_axis(softmax, classes, axis=1), atol=1e-6)
+        assert np.array_equal(old_classes, classes) and np.allclose(old_probs, probs)
+
+
+def test_an_older_run_folder_gives_its_top_k_from_the_logits(run):
+    classes, probs = run.level_topk(2)
+    z = run.logits[1]
+    assert np.array_equal(classes, np.argsort(-z, axis=1))
+    assert np.allclose(probs.sum(axis=1), 1.0)
+
+
+def test_the_per_epoch_score_equals_the_full_score_on_its_three_figures():
+    import torch
+
+    from hiercore.evaluation import Collected, epoch_score, score
+    from hiercore.taxonomy import LevelIndex
+
+    index = LevelIndex.build(TAX)
+    parents = [torch.as_tensor(p) for p in index.parents]
+    rng = np.random.default_rng(5)
+    for n in (0, 5, 700):
+        logits = [rng.normal(size=(n, c)).astype(np.float32) for c in index.sizes]
+        true = TRUE[rng.integers(0, len(TRUE), n)] if n else np.zeros((0, 2), np.int64)
+        collected = Collected(logits, true, np.zeros((n, 4), np.float32), [""] * n)
+        full = score(collected, parents)
+        quick = epoch_score(collected, parents)
+        assert quick == {
+            "fpa": full["fpa"],
+            "tice": full["tice"],
+            "consistent_fpa": full["consistent"]["fpa"],
+        }
+
+
+def test_precomputing_the_maps_fills_both_caches(run):
+    assert not run.has_image_map()
+    run.precompute_maps()
+    assert run.has_image_map() and (run.run_dir / "map_nodes_0.npz").is_file()
+    assert not list(run.run_dir.glob(".map_*"))  # no temporary file is left behind
+    coords = run.image_map()
+    assert coords.shape == (5, 2)

@@ -93,3 +93,64 @@ def test_small_trees_still_send_every_choice():
     assert [c[1] for c in update["choices"]] == [ROOT, a, tax.children(a)[0]]
     assert update["value"] == a
     assert len(tax) <= ALL_CHOICES_UP_TO
+
+
+def test_a_zero_shot_rebuild_after_an_edit_encodes_only_the_changed_prompts():
+    import torch
+
+    from hiercore.models import load_clip
+    from hiercore.predict import Predictor, PromptFeatures
+
+    bundle = load_clip("tiny-random")
+    tax = Taxonomy()
+    for a in range(3):
+        top = tax.add(f"family {a}")
+        for b in range(4):
+            genus = tax.add(f"genus {a}.{b}", top)
+            for c in range(3):
+                tax.add(f"species {a}.{b}.{c}", genus)
+    cache = PromptFeatures()
+
+    def zero_shot(t, prompts=None):
+        return Predictor.zero_shot(t, device="cpu", prompt_cache=prompts, bundle=bundle)
+
+    first = zero_shot(tax, cache)
+    assert cache.encoded == len(set(first.model.prompts))
+    assert torch.allclose(first.node_feats, zero_shot(tax).node_feats, atol=1e-5)
+
+    edited = tax.copy()
+    genus = tax.find("genus 1.2")[0]
+    edited.rename(genus, "Corvus")
+    before = cache.encoded
+    second = zero_shot(edited, cache)
+    changed = set(second.model.prompts) - set(first.model.prompts)
+    assert 0 < len(changed) < len(second.model.prompts) // 4
+    assert cache.encoded - before == len(changed)  # nothing else was encoded again
+    assert torch.allclose(second.node_feats, zero_shot(edited).node_feats, atol=1e-5)
+    assert not torch.allclose(second.node_feats, first.node_feats)
+
+
+def test_the_studio_rebuilds_its_zero_shot_predictor_after_an_edit_from_cached_prompts(
+    tmp_path, monkeypatch
+):
+    from webapp.state import Studio
+
+    monkeypatch.setenv("HIERTUNE_MODEL", "tiny-random")
+    studio = Studio(tmp_path / "studio")
+    try:
+        ws = studio.workspace
+        pid = ws.create_project("p")
+        a = ws.add_node(pid, "Aves")
+        for k in range(6):
+            ws.add_node(pid, f"bird {k}", a)
+        first, what = studio.predictor(pid)
+        assert "zero-shot" in what and studio.predictor(pid)[0] is first  # cached
+        ((_, prompts),) = studio._zero_shot_models.values()
+        encoded = prompts.encoded
+        ws.add_node(pid, "Mammalia")
+        second, _ = studio.predictor(pid)
+        assert second is not first and second.model.bundle is first.model.bundle
+        new = set(second.model.prompts) - set(first.model.prompts)
+        assert prompts.encoded - encoded == len(new) > 0
+    finally:
+        studio.close()

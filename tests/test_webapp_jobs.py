@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from imagegen import write_tree
@@ -73,6 +74,12 @@ def test_run_and_comparison_jobs(studio, tmp_path):
     assert set(terms[0].losses) == {"total", "ce", "tpkl", "hisce"}
     history = live_history(studio, status)  # a finished run reads history.json
     assert [p.step for p in history.steps] == [1, 2]
+    # the embedding maps are fitted in the background once the run has finished
+    out_dir = Path(studio.workspace.get_run(run_id)["out_dir"])
+    deadline = time.time() + 60
+    while not (out_dir / "map_images_0.npz").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (out_dir / "map_images_0.npz").is_file() and (out_dir / "map_nodes_0.npz").is_file()
 
     # the export bundle, unzipped, is a run folder that predicts like the run itself
     bundle = bundle_for_run(studio, run_id)

@@ -11,12 +11,16 @@ loss term) in the progress it stores, so a reload or another tab draws the same 
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 
 from hiercore.config import RunConfig
 from hiercore.errors import HierTuneError
 from hiercore.jobs import default_train_fn
 from hiercore.store import Workspace
+
+log = logging.getLogger(__name__)
 
 COMPARE_KEY = "compare_methods"
 
@@ -29,7 +33,26 @@ def studio_train_fn(workspace: Workspace, run_id: int, config: dict, progress, s
     """The queue's train function: a comparison when the config asks for one, else a run."""
     if COMPARE_KEY in config:
         return comparison_job(workspace, run_id, config, progress, stop_event)
-    return default_train_fn(workspace, run_id, config, progress, stop_event)
+    result = default_train_fn(workspace, run_id, config, progress, stop_event)
+    if getattr(result, "state", None) == "finished":
+        precompute_maps_in_background(workspace.get_run(run_id)["out_dir"])
+    return result
+
+
+def precompute_maps_in_background(run_dir) -> threading.Thread:
+    """Fit the run's embedding maps after it finishes, so that the Results tab's maps
+    button reads them from the cache (a first UMAP call in a process compiles for ~15 s)."""
+    from hiercore.run_results import RunResults
+
+    def work() -> None:
+        try:
+            RunResults.load(run_dir).precompute_maps()
+        except Exception:  # a map is a convenience: the button computes it again
+            log.warning("precomputing the embedding maps of %s failed", run_dir, exc_info=True)
+
+    thread = threading.Thread(target=work, name="precompute-maps", daemon=True)
+    thread.start()
+    return thread
 
 
 def comparison_job(workspace: Workspace, run_id: int, config: dict, progress, stop_event):

@@ -76,6 +76,7 @@ class Studio:
         )
         self._lock = threading.Lock()
         self._predictors: collections.OrderedDict = collections.OrderedDict()
+        self._zero_shot_models: dict = {}
         self._results: collections.OrderedDict = collections.OrderedDict()
 
     @property
@@ -135,9 +136,10 @@ class Studio:
             if len(taxonomy) == 0:
                 raise HierTuneError("The project's taxonomy is empty: add or import classes.")
             model = default_model()
-            key = ("zero-shot", project_id, model, repr(taxonomy.to_dict()))
+            # the version id changes with every edit and undo (no 16k-node repr as a key)
+            key = ("zero-shot", project_id, model, self.workspace.taxonomy_version(project_id))
             what = f"zero-shot {model} model (no finished run yet)"
-            build = functools.partial(Predictor.zero_shot, taxonomy, model, device="auto")
+            build = functools.partial(self._zero_shot, taxonomy, model)
         with self._lock:
             if key in self._predictors:
                 self._predictors.move_to_end(key)
@@ -148,6 +150,23 @@ class Studio:
             while len(self._predictors) > 3:
                 self._predictors.popitem(last=False)
         return predictor, what
+
+    def _zero_shot(self, taxonomy, model: str):
+        """A zero-shot predictor that reuses the loaded model and the prompt embeddings of
+        earlier trees: after an edit only the changed nodes' prompts are encoded."""
+        from hiercore.models import load_clip
+        from hiercore.predict import Predictor, PromptFeatures
+
+        with self._lock:
+            cached = self._zero_shot_models.get(model)
+        if cached is None:
+            cached = (load_clip(model), PromptFeatures())
+            with self._lock:
+                self._zero_shot_models = {model: cached}  # one frozen model at a time
+        bundle, prompts = cached
+        return Predictor.zero_shot(
+            taxonomy, model, device="auto", prompt_cache=prompts, bundle=bundle
+        )
 
     def results(self, run_id: int):
         """The read-back results of a finished run (cached: a run folder does not change)."""

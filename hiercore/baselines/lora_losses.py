@@ -33,6 +33,7 @@ import numpy as np
 from hiercore.baselines.registry import Method, register_method
 from hiercore.baselines.result import MethodResult, levels_from_leaf_scores
 from hiercore.config import RunConfig
+from hiercore.errors import HierTuneError
 from hiercore.run_folder import RunFolder
 from hiercore.taxonomy import LevelIndex
 from hiercore.training import train
@@ -95,6 +96,11 @@ class LoraLoss(Method):
         trained_s = status.train_time_s if status is not None else None
         index = LevelIndex.build(taxonomy)
         with np.load(folder.predictions_file) as npz:
+            if "logits_0" not in npz.files:  # hiercore.evaluation.FULL_LOGITS_UP_TO
+                raise HierTuneError(
+                    "The validation set is too large for a comparison: the run kept only "
+                    "the top classes of each image, not the logits every method is scored on."
+                )
             logits = [npz[f"logits_{i}"] for i in range(index.depth)]
             true = npz["true"]
         parents = [np.asarray(p) for p in index.parents]

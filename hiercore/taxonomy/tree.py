@@ -368,15 +368,17 @@ class Taxonomy:
                 raise TaxonomyError(f"A node named {name!r} already exists {where}.")
 
     def _check_tree(self) -> None:
-        try:
-            cycle = nx.find_cycle(self.graph)
-        except nx.NetworkXNoCycle:
-            cycle = None
-        if cycle:
-            names = " -> ".join(self.graph.nodes[u]["name"] for u, _ in cycle)
-            raise TaxonomyError(f"The taxonomy has a cycle: {names}.")
+        # Every node has one parent (from_nodes refuses a second), so a node on a cycle
+        # cannot be reached from the root: the costly cycle search runs only then.
         unreachable = set(self.graph) - set(nx.descendants(self.graph, ROOT)) - {ROOT}
         if unreachable:
+            try:
+                cycle = nx.find_cycle(self.graph)
+            except nx.NetworkXNoCycle:
+                cycle = None
+            if cycle:
+                names = " -> ".join(self.graph.nodes[u]["name"] for u, _ in cycle)
+                raise TaxonomyError(f"The taxonomy has a cycle: {names}.")
             some = sorted(unreachable)[0]
             raise TaxonomyError(f"Node {some!r} is not connected to the root.")
         for parent in self.graph:
