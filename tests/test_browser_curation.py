@@ -122,6 +122,11 @@ def test_relabel_a_confusion_cell_undo_and_lasso_the_map(browser, studio):  # no
         assert shown == rows  # the names are img<row>.png
         expect(page.get_by_text(f"{len(rows)} images selected on the image map")).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "browser-curation-lasso.png"), full_page=True)
+        # removal deletes files: a first click only asks
+        page.get_by_role("button", name="Remove from project").click()
+        status = page.locator("#selection-status")
+        expect(status).to_contain_text("Click Remove again to confirm", timeout=30_000)
+        assert len(st.workspace.images(pid)) == len(image_ids)
         if os.environ.get("HIERTUNE_README_SCREENSHOT"):  # the README's picture
             top = page.locator("#image-map-plot").bounding_box()
             bottom = page.locator("#selection-panel").bounding_box()

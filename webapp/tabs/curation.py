@@ -23,7 +23,7 @@ from hiercore.errors import HierTuneError
 from hiercore.figures import confusion_cell_members, group_level, top_confusions
 from hiercore.suggestions import apply_suggestion
 from webapp import curation
-from webapp.feedback import ok, user_errors
+from webapp.feedback import ok, problem, user_errors
 from webapp.literal import md_text
 from webapp.pickers import node_picker
 from webapp.state import Studio
@@ -247,12 +247,19 @@ def build_selection(
         n = ws.request_review(pid, ids, "sent from the Results tab")
         return ok(f"Sent {n} images to the review queue."), *selection_view(studio, pid, ids)
 
-    @user_errors(len(shown))
-    def remove(run_id, ids):
+    @user_errors(len(shown) + 1)
+    def remove(run_id, ids, armed):
+        """Removal deletes the files and cannot be undone: the first click only asks."""
         pid = project_of(run_id, ids)
+        if armed != ids:
+            warning = problem(
+                f"Removing deletes these {len(ids)} images and their labels for good (no "
+                "undo). Click Remove again to confirm."
+            )
+            return warning, gr.skip(), gr.skip(), gr.skip(), gr.skip(), list(ids)
         n = ws.remove_images(pid, ids)
         text, frame = selection_view(studio, pid, [])
-        return ok(f"Removed {n} images from the project."), [], text, frame, gr.skip()
+        return ok(f"Removed {n} images from the project."), [], text, frame, gr.skip(), None
 
     relabel_btn.click(relabel, [run, selection, target], acted, **private)
     undo_btn.click(undo, [run, selection], acted, **private)
@@ -261,7 +268,8 @@ def build_selection(
         lambda r, s, w: tagging(r, s, w, False), [run, selection, tag], acted, **private
     )
     review_btn.click(review, [run, selection], acted, **private)
-    remove_btn.click(remove, [run, selection], shown, **private)
+    remove_armed = gr.State(None)  # the selection a first Remove click asked about
+    remove_btn.click(remove, [run, selection, remove_armed], [*shown, remove_armed], **private)
 
 
 def build_suggestions(studio: Studio, run) -> None:
