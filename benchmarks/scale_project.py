@@ -6,9 +6,9 @@ the species gets at least one child; the remaining children go to parents drawn 
 heavy-tailed weights, so a few genera hold dozens of species as in the real tree.
 Names are made up ("Genus 1234"); the ids are stable ("g1234") so runs are comparable.
 
-`scale_workspace` also registers labelled image rows (no image files: the Taxonomy tab,
-the label counts and the edits never open them) and `scale_predictions` draws validation
-logits for a results view of that size.
+`scale_workspace` also registers labelled image rows (all showing one small picture: the
+Taxonomy tab, the label counts and the edits never open them) and `scale_predictions`
+draws validation logits for a results view of that size.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def inat_like_taxonomy(sizes=INAT_SIZES, seed: int = 0) -> Taxonomy:
 def scale_workspace(root: str | Path, n_images: int = 20000, seed: int = 0):
     """A workspace with one project holding the synthetic tree and `n_images` labelled rows.
 
-    Returns (workspace, project id). The image rows point at no file: they exist so that
-    label counts and label migration cost what they cost in a real project.
+    Returns (workspace, project id). The image rows all show one small picture: they exist
+    so that label counts and label migration cost what they cost in a real project.
     """
     from hiercore.store import Workspace
     from hiercore.store.database import utc_now
@@ -67,12 +67,16 @@ def scale_workspace(root: str | Path, n_images: int = 20000, seed: int = 0):
     leaves = [n for n in tax.leaves()]
     labels = rng.choice(len(leaves), n_images)
     now = utc_now()
+    pixel = Path(root) / "pixel.png"  # every row shows this one image if a view opens it
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (40, 120, 60)).save(pixel)
     with ws._write() as conn:  # bulk rows; the files never exist
         for k, leaf in enumerate(labels):
             image_id = conn.execute(
                 "INSERT INTO images (project_id, path, name, sha256, width, height, added) "
                 "VALUES (?, ?, ?, ?, 1, 1, ?)",
-                (pid, f"/nonexistent/{k}.jpg", f"{k}.jpg", f"{k:064x}", now),
+                (pid, str(pixel), f"{k}.png", f"{k:064x}", now),
             ).lastrowid
             conn.execute(
                 "INSERT INTO labels (image_id, node_id, source, updated) VALUES (?, ?, ?, ?)",

@@ -147,7 +147,10 @@ def attach_search(dropdown: gr.Dropdown, studio, project, with_root: bool = Fals
         typed,
         [project, dropdown],
         dropdown,
-        trigger_mode="always_last",
+        # every key press is answered, in order: "always_last" re-runs with the first
+        # press's event data, so the list would stay on the first letter
+        trigger_mode="multiple",
+        concurrency_limit=1,
         show_progress="hidden",
         api_visibility="private",
     )

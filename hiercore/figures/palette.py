@@ -9,6 +9,7 @@ two shades so that neighbouring blocks of one subtree stay distinguishable.
 from __future__ import annotations
 
 import colorsys
+import functools
 
 from plotly.colors import qualitative
 
@@ -39,9 +40,15 @@ def top_color(k: int) -> str:
 
 def shade(color: str, depth: int, sibling: int = 0) -> str:
     """`color` lightened for a node at `depth` (1 = unchanged), alternating by sibling."""
+    return _shade(color, depth, sibling % 2)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shade(color: str, depth: int, odd: int) -> str:
+    # few distinct (colour, depth, parity) triples: a 16k-node tree asks for ~100
     if depth <= 1:
         return color
-    t = min(0.78, 0.2 * (depth - 1) + (0.14 if sibling % 2 else 0.0))
+    t = min(0.78, 0.2 * (depth - 1) + (0.14 if odd else 0.0))
     r, g, b = _rgb(color)
     return _hex((r + (1 - r) * t, g + (1 - g) * t, b + (1 - b) * t))
 

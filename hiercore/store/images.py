@@ -323,13 +323,20 @@ class ImageLibrary(Database):
                 "ORDER BY i.id",
                 (project_id,),
             ).fetchall()
+        labels: dict[str, str] = {}  # one path text per node, not per image (10k leaves)
+
+        def label_of(node: str) -> str:
+            if node not in labels:
+                labels[node] = " / ".join(tax.path_names(node))
+            return labels[node]
+
         records = [
             {
                 "id": r["id"],
                 "path": str(self.root / r["path"]),
                 "name": r["name"],
                 "node_id": r["node_id"],
-                "label": " / ".join(tax.path_names(r["node_id"])) if r["node_id"] else "",
+                "label": label_of(r["node_id"]) if r["node_id"] else "",
                 "source": r["source"],
                 "width": r["width"],
                 "height": r["height"],
