@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from hiercore.history import History
+
 METRIC_COLUMNS = {"FPA": "fpa", "TICE": "tice", "HCA": "hca"}
 DIFF_COLUMNS = ["node", "node_id", "level", "n_a", "accuracy_a", "n_b", "accuracy_b", "change"]
 
@@ -44,18 +46,15 @@ def _cell(value: object) -> object:
     return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
 
-def epoch_curves(histories: Mapping[str, Sequence[Mapping]]) -> pd.DataFrame:
-    """Run name -> history entries; the validation metrics per epoch, long form."""
+def epoch_curves(histories: Mapping[str, History]) -> pd.DataFrame:
+    """Run name -> its `History`; the validation metrics per epoch, long form."""
     rows = []
     for name, history in histories.items():
-        for h in history:
-            val = h.get("val")
-            if not isinstance(val, Mapping):
-                continue
-            for metric, value in val.items():
+        for point in history.evals:
+            for metric, value in (point.val or {}).items():
                 if isinstance(value, int | float) and np.isfinite(value):
                     rows.append(
-                        {"run": name, "epoch": h.get("epoch"), "metric": metric, "value": value}
+                        {"run": name, "epoch": point.epoch, "metric": metric, "value": value}
                     )
     return pd.DataFrame(rows, columns=["run", "epoch", "metric", "value"])
 

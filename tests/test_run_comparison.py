@@ -58,9 +58,15 @@ def test_settings_frame_keeps_only_what_differs():
 
 
 def test_epoch_curves_overlay_one_line_per_run():
+    from hiercore.history import History
+
     histories = {
-        "#1": [{"epoch": 1, "val": {"fpa": 0.2}}, {"epoch": 1, "losses": {"total": 3.0}}],
-        "#2": [{"epoch": 1, "val": {"fpa": 0.3}}, {"epoch": 2, "val": {"fpa": np.nan}}],
+        "#1": History.from_records(
+            [{"epoch": 1, "val": {"fpa": 0.2}}, {"step": 3, "epoch": 1, "losses": {"total": 3.0}}]
+        ),
+        "#2": History.from_records(
+            [{"epoch": 1, "val": {"fpa": 0.3}}, {"epoch": 2, "val": {"fpa": np.nan}}]
+        ),
     }
     curves = epoch_curves(histories)
     assert curves.to_dict("records") == [
