@@ -62,7 +62,11 @@ class RunConfig:
         "Parts to adapt where a tower has them: attn, mlp (transformers), conv (a CNN tower).",
         choices=TARGETS,
     )
-    alpha: float = setting(1.0, "Weight of the Tree-Path KL loss (0 turns it off).")
+    alpha: float = setting(
+        1.0,
+        "Weight of the Tree-Path KL loss (0 turns it off; on the demo it lowered FPA: "
+        "results/claim/demo).",
+    )
     lam: float = setting(1.0, "Weight of the Hierarchy-Sibling Smoothed CE loss (0 turns it off).")
     eps: float = setting(0.1, "Sibling smoothing mass of HiSCE.")
     ce_weight: float = setting(

@@ -32,7 +32,7 @@ STUDY_NOTE = (
 )
 STUDY_COMMAND = (
     "python -m hiercore claim-study --setting demo --seeds 5 --out results/claim/demo "
-    "--methods zero-shot level-ce tpkl hisce tpkl-hisce ce-scaled ce-balance"
+    "--model default --lora vision --methods zero-shot level-ce hisce tpkl tpkl-hisce"
 )
 
 
