@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from hiercore.history import History
+
 METRIC_COLUMNS = {"FPA": "fpa", "TICE": "tice", "HCA": "hca"}
 DIFF_COLUMNS = ["node", "node_id", "level", "n_a", "accuracy_a", "n_b", "accuracy_b", "change"]
 
@@ -44,10 +46,13 @@ def _cell(value: object) -> object:
     return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
 
-def epoch_curves(histories: Mapping[str, Sequence[Mapping]]) -> pd.DataFrame:
-    """Run name -> history entries; the validation metrics per epoch, long form."""
+def epoch_curves(histories: Mapping[str, History | Sequence[Mapping]]) -> pd.DataFrame:
+    """Run name -> its `History` (as `RunResults.history` holds it) or history.json
+    records; the validation metrics per epoch, long form."""
     rows = []
     for name, history in histories.items():
+        if isinstance(history, History):
+            history = history.to_records()
         for h in history:
             val = h.get("val")
             if not isinstance(val, Mapping):

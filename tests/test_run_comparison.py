@@ -71,6 +71,15 @@ def test_epoch_curves_overlay_one_line_per_run():
     assert [t.name for t in fig.data] == ["#1", "#2"]
 
 
+def test_epoch_curves_read_a_loaded_runs_history(two_runs):
+    # the studio passes RunResults.history (a History, not a list of records)
+    bad, good = two_runs
+    curves = epoch_curves({"A": bad.history, "B": good.history})
+    fpa = curves[curves["metric"] == "fpa"]
+    assert list(fpa["run"]) == ["A", "B"]
+    assert list(fpa["value"]) == [bad.history.evals[0].val["fpa"], good.history.evals[0].val["fpa"]]
+
+
 def test_prediction_filters_of_the_batch_box(two_runs):
     from webapp.curation import prediction_rows
 
