@@ -91,3 +91,13 @@ def test_prediction_filters_of_the_batch_box(two_runs):
     right = prediction_rows(res, "right")
     assert sorted(wrong_any + right) == list(range(res.n)) and set(wrong2) <= set(wrong_any)
     assert prediction_rows(res, "disagree") == list(res.inconsistent_rows())
+
+
+def test_an_untouched_level_field_filters_at_any_level(two_runs):
+    # the browser sends the empty "at level" field as 0, which was refused
+    from webapp.curation import prediction_rows
+    from webapp.tabs.batch import chosen_level
+
+    res = two_runs[0]
+    assert [chosen_level(v) for v in (None, "", 0, 0.0, 2, 2.0)] == [None, None, None, None, 2, 2]
+    assert prediction_rows(res, "wrong", chosen_level(0)) == prediction_rows(res, "wrong")
