@@ -128,7 +128,10 @@ class TrainingQueue:
                     f"Run #{run_id} has no checkpoint yet (it stopped before its first epoch "
                     "ended); start a new run instead."
                 )
-            self.workspace.update_run(run_id, state="queued", error=None, finished=None)
+            # the stopped run's partial metrics no longer describe it once it trains again
+            self.workspace.update_run(
+                run_id, state="queued", error=None, finished=None, metrics=None
+            )
             self._waiting.append(run_id)
             if self._worker is None:
                 self._worker = threading.Thread(

@@ -293,30 +293,43 @@ def _descriptions(ev: RunEvidence, probs: list[np.ndarray], min_images: int) -> 
 
 
 # ---------------------------------------------------------------------- applying
-def edit_of(suggestion: Suggestion | dict) -> tuple[str, Callable[[Taxonomy], EditReport]]:
-    """(history description, taxonomy edit) that accepts a suggestion (or its dict)."""
+def edit_of(
+    suggestion: Suggestion | dict, taxonomy: Taxonomy | None = None
+) -> tuple[str, Callable[[Taxonomy], EditReport]]:
+    """(history description, taxonomy edit) that accepts a suggestion (or its dict).
+
+    With `taxonomy` the description names the nodes as the user sees them ('mouth'), not
+    by id, since it is what the taxonomy history and the undo message show.
+    """
     edit = suggestion.edit if isinstance(suggestion, Suggestion) else suggestion.get("edit")
     action = edit.get("action") if isinstance(edit, dict) else None
+
+    def shown(node: str) -> str:
+        return repr(taxonomy.name(node)) if taxonomy is not None and node in taxonomy else node
+
     if action == "merge":
         src, dst = edit["source"], edit["target"]
-        return f"suggestion: merge {src} into {dst}", lambda t: t.merge(src, dst)
+        return f"suggestion: merge {shown(src)} into {shown(dst)}", lambda t: t.merge(src, dst)
     if action == "move":
         node, parent = edit["node"], edit["parent"]
-        return f"suggestion: move {node} under {parent}", lambda t: t.move(node, parent)
+        return (
+            f"suggestion: move {shown(node)} under {shown(parent)}",
+            lambda t: t.move(node, parent),
+        )
     if action == "split":
         node, names = edit["node"], list(edit["names"])
 
         def split(t: Taxonomy) -> EditReport:
             return EditReport("add", [t.add(n, node) for n in names])
 
-        return f"suggestion: split {node}", split
+        return f"suggestion: split {shown(node)}", split
     if action == "describe":
         node, text = edit["node"], str(edit["description"])
 
         def describe(t: Taxonomy) -> EditReport:
             return t.rename(node, t.name(node), text)
 
-        return f"suggestion: describe {node}", describe
+        return f"suggestion: describe {shown(node)}", describe
     raise HierTuneError(f"A suggestion's edit must be one of {', '.join(KINDS)}, not {action!r}.")
 
 
@@ -333,7 +346,7 @@ def apply_suggestion(
     cluster's images to its new child, one undoable batch per child; the leaf's other
     images keep it as a partial label.
     """
-    description, edit = edit_of(suggestion)
+    description, edit = edit_of(suggestion, workspace.taxonomy(project_id))
     report = workspace.apply_edit(project_id, description, edit, history_source="suggestion")
     if groups is not None and report.action == "add" and len(groups) == len(report.affected):
         for child, ids in zip(report.affected, groups, strict=True):

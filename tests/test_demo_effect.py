@@ -117,3 +117,12 @@ def test_one_click_comparison_runs_once_then_is_cached(tmp_path, monkeypatch):
         assert not demo_effect.is_demo(studio, other)
     finally:
         studio.close()
+
+
+def test_the_one_click_comparison_keeps_the_forms_step_cap(monkeypatch):
+    monkeypatch.delenv("HIERTUNE_DEMO_MAX_STEPS", raising=False)
+    uncapped = demo_effect.demo_recipe()
+    monkeypatch.setenv("HIERTUNE_DEMO_MAX_STEPS", "6")
+    capped = demo_effect.demo_recipe()
+    assert capped.max_steps == 6 and uncapped.max_steps != 6
+    assert {**capped.to_dict(), "max_steps": uncapped.max_steps} == uncapped.to_dict()

@@ -263,6 +263,18 @@ def test_only_images_and_exports_are_served(served_studio):
     assert http_status(base + str(studio.root.resolve() / "notes.txt")) != 200
 
 
+def test_the_browser_key_survives_a_restart_and_is_not_served(served_studio, tmp_path):
+    # a key drawn at each start lost the browser's open project on every restart
+    from webapp.app import BROWSER_SECRET, browser_secret
+
+    base, studio, _ = served_studio
+    path = studio.root.resolve() / BROWSER_SECRET
+    assert path.is_file() and path.stat().st_mode & 0o077 == 0
+    assert browser_secret(studio.root) == path.read_text() and len(path.read_text()) >= 24
+    assert http_status(base + str(path)) != 200
+    assert browser_secret(tmp_path) == browser_secret(tmp_path) != path.read_text()
+
+
 # ---------------------------------------------------------------- D2: deep and cyclic trees
 
 

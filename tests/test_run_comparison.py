@@ -77,6 +77,15 @@ def test_epoch_curves_overlay_one_line_per_run():
     assert [t.name for t in fig.data] == ["#1", "#2"]
 
 
+def test_epoch_curves_read_a_loaded_runs_history(two_runs):
+    # the studio passes RunResults.history (a History, not a list of records)
+    bad, good = two_runs
+    curves = epoch_curves({"A": bad.history, "B": good.history})
+    fpa = curves[curves["metric"] == "fpa"]
+    assert list(fpa["run"]) == ["A", "B"]
+    assert list(fpa["value"]) == [bad.history.evals[0].val["fpa"], good.history.evals[0].val["fpa"]]
+
+
 def test_prediction_filters_of_the_batch_box(two_runs):
     from webapp.curation import prediction_rows
 
@@ -88,3 +97,13 @@ def test_prediction_filters_of_the_batch_box(two_runs):
     right = prediction_rows(res, "right")
     assert sorted(wrong_any + right) == list(range(res.n)) and set(wrong2) <= set(wrong_any)
     assert prediction_rows(res, "disagree") == list(res.inconsistent_rows())
+
+
+def test_an_untouched_level_field_filters_at_any_level(two_runs):
+    # the browser sends the empty "at level" field as 0, which was refused
+    from webapp.curation import prediction_rows
+    from webapp.tabs.batch import chosen_level
+
+    res = two_runs[0]
+    assert [chosen_level(v) for v in (None, "", 0, 0.0, 2, 2.0)] == [None, None, None, None, 2, 2]
+    assert prediction_rows(res, "wrong", chosen_level(0)) == prediction_rows(res, "wrong")

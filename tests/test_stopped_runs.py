@@ -112,6 +112,9 @@ def test_a_stopped_run_shows_as_stopping_then_stopped_and_partial(studio):
     assert wait_for(lambda: studio.queue.status(run)["state"] == "running")
     status = studio.queue.status(run)
     assert not status["stopping"] and "stopping" not in status_text(status)
+    # nor does it show the partial run's FPA as if it were the running run's
+    assert "FPA 90.0%" not in status_text(status) and not status["metrics"]
+    assert project_runs(studio, pid).set_index("id").loc[run, "FPA"] in ("", None)
     resumed.set()
     assert wait_for(lambda: studio.queue.status(run)["state"] == "finished")
     assert is_partial(comparison_frame(studio, pid)) == [False, False]

@@ -97,3 +97,19 @@ def test_accepting_a_split_relabels_its_two_groups(tmp_path):
         assert ws.label_history(groups[0][0])[-1]["source"] == "suggestion"
         ws.undo(pid)  # the children go; their labels fall back to the leaf
         assert set(ws.images(pid).set_index("id")["node_id"][groups[0] + groups[1]]) == {"c1"}
+
+
+def test_an_accepted_suggestion_is_named_by_its_nodes_names_in_the_history(tmp_path):
+    # demo nodes have generated ids: the history and the undo message showed those
+    from hiercore.taxonomy import Taxonomy
+
+    tax = Taxonomy()
+    hands = tax.add("hands")
+    open_, partial = tax.add("open", hands), tax.add("partial", hands)
+    merge = {"edit": {"action": "merge", "source": partial, "target": open_}}
+    with Workspace(tmp_path / "ws") as ws:
+        pid = ws.create_project("p")
+        ws.set_taxonomy(pid, tax)
+        apply_suggestion(ws, pid, merge)
+        assert ws.history(pid)[-1]["description"] == "suggestion: merge 'partial' into 'open'"
+        assert ws.undo(pid) == "suggestion: merge 'partial' into 'open'"

@@ -19,7 +19,7 @@ from webapp.run_jobs import is_comparison, submit_comparison
 from webapp.state import Studio
 from webapp.tabs.predict import bundle_for_run
 from webapp.tabs.results import comparison_frame, finished_runs
-from webapp.tabs.train import live_history, start_run
+from webapp.tabs.train import curve_key, live_history, start_run
 
 
 def test_the_stored_history_keeps_every_term_and_stays_bounded(tmp_path):
@@ -103,3 +103,13 @@ def test_run_and_comparison_jobs(studio, tmp_path):
     # a comparison has no single model: results and predict list the run only
     assert [r for _, r in finished_runs(studio, pid)] == [run_id]
     assert studio.latest_finished_run(pid)["id"] == run_id
+
+
+def test_a_project_without_runs_redraws_the_curves_it_inherited():
+    # the curve state starts (and a project switch refreshes) at None: a no-run key equal
+    # to it skipped the redraw, so the previous project's curves stayed on screen
+    running = {"state": "running", "step": 3, "progress": {}}
+    assert curve_key(None, None) is not None
+    assert curve_key(None, None) != curve_key(7, running)
+    assert curve_key(7, running) != curve_key(7, {**running, "step": 4})
+    assert curve_key(7, running) == curve_key(7, dict(running))

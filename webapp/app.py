@@ -9,6 +9,8 @@ tab re-reads what it shows from the workspace.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from pathlib import Path
 
 import gradio as gr
@@ -82,7 +84,9 @@ def header_text(studio: Studio, pid) -> str:
 
 def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="HierTune studio") as app:
-        project = gr.BrowserState(None, storage_key="hiertune-project")
+        project = gr.BrowserState(
+            None, storage_key="hiertune-project", secret=browser_secret(studio.root)
+        )
         with gr.Row(elem_classes="hiertune-header"):
             gr.Markdown(
                 "# 🌳 HierTune studio\nHierarchy-aware fine-tuning of CLIP on your taxonomy."
@@ -155,19 +159,46 @@ def build_app(studio: Studio) -> gr.Blocks:
     return app
 
 
+BROWSER_SECRET = "browser-secret"
+"""File in the workspace root that holds the key of the browser's stored project."""
+
+
+def browser_secret(workspace_root: str | Path) -> str:
+    """The key the browser's remembered project is encrypted with, kept in the workspace.
+
+    Gradio draws a new key at every start by default, so after a restart the browser's
+    stored value no longer decrypted (a console error) and the studio opened the most
+    recently updated project instead of the one the user had open.
+    """
+    path = Path(workspace_root) / BROWSER_SECRET
+    try:
+        return path.read_text().strip() or _new_secret(path)
+    except FileNotFoundError:
+        return _new_secret(path)
+
+
+def _new_secret(path: Path) -> str:
+    key = secrets.token_urlsafe(24)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return key
+
+
 def served_paths(workspace_root: str | Path) -> tuple[list[str], list[str]]:
     """(allowed, blocked) folders for Gradio's file route: what the UI shows, never the rest.
 
     The UI shows project images (`projects/<id>/images/`) and hands out exports
     (`exports/<id>/`); Gradio copies what a handler returns into its own cache, and its
     file route serves the cache, uploads and the allowed folders. The workspace root is
-    not allowed, and the database (with its WAL and shared-memory files) is blocked
-    outright, since Gradio lets blocked paths win over everything else.
+    not allowed, and the database (with its WAL and shared-memory files) and the browser
+    key are blocked outright, since Gradio lets blocked paths win over everything else.
     """
     root = Path(workspace_root).resolve()
     allowed = [str(root / "projects"), str(root / "exports")]
     blocked = [str(root / (DB_NAME + suffix)) for suffix in ("", "-wal", "-shm", "-journal")]
-    return allowed, blocked
+    return allowed, [*blocked, str(root / BROWSER_SECRET)]
 
 
 def _as_tuple(out) -> tuple:

@@ -45,6 +45,16 @@ def build_export(studio: Studio, project: gr.BrowserState) -> None:
     export_btn.click(export, [project, fmt], [status, download], api_visibility="private")
 
 
+def chosen_level(value) -> int | None:
+    """The batch box's "at level" field: a 1-based level, or None for any level.
+
+    The browser shows an untouched empty number field as 0 and sends 0, so 0 means any
+    level too (it was refused as "Level must be between 1 and 3, not 0")."""
+    if value in (None, ""):
+        return None
+    return int(value) or None
+
+
 SPLIT_FILTERS = [("any split", ""), ("train", "train"), ("val", "val"), ("not pinned", "unpinned")]
 LABEL_FILTERS = [("labelled or not", ""), ("labelled", "yes"), ("unlabelled", "no")]
 PREDICTION_CHOICES = [
@@ -73,7 +83,7 @@ def build_batch(
                 label="Latest run's prediction (its validation images)",
                 scale=2,
             )
-            pred_level = gr.Number(None, precision=0, label="at level (empty: any)", scale=1)
+            pred_level = gr.Number(None, precision=0, label="at level (0 or empty: any)", scale=1)
             find_btn = gr.Button("Find", scale=1, elem_id="batch-find")
         picking = gr.Checkbox(
             False,
@@ -105,7 +115,7 @@ def build_batch(
             run = studio.latest_finished_run(pid)
             if run is None:
                 raise HierTuneError("Filtering by prediction needs a finished run.")
-            level = None if at_level in (None, "") else int(at_level)
+            level = chosen_level(at_level)
             rows = curation.prediction_rows(studio.results(run["id"]), kind, level)
             matching = set(curation.run_rows_to_ids(studio, run["id"], rows))
             ids = [i for i in ids if i in matching]

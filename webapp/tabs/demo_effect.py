@@ -53,10 +53,15 @@ def is_demo(studio: Studio, pid: int) -> bool:
 
 
 def demo_recipe() -> RunConfig:
-    """The settings of the one-click comparison: the Train form's defaults here."""
-    from webapp.tabs.train import default_form_config
+    """The settings of the one-click comparison: the Train form's defaults here, with the
+    form's step cap where HIERTUNE_DEMO_MAX_STEPS sets one (the button said "the Train
+    form's default settings" but trained every epoch of three methods under a cap)."""
+    from webapp.tabs.train import default_form_config, demo_max_steps
 
-    return RunConfig.from_dict(default_form_config())
+    config = default_form_config()
+    if demo_max_steps() is not None:
+        config["max_steps"] = demo_max_steps()
+    return RunConfig.from_dict(config)
 
 
 def shipped_view(runs: pd.DataFrame | None) -> tuple[str, object]:

@@ -264,6 +264,22 @@ def state_label(status: dict) -> str:
     return state
 
 
+NO_RUN_KEY = ("no run",)
+
+
+def curve_key(run_id: int | None, status: dict | None) -> tuple:
+    """What the training curves show, so a tick redraws them only when it changes.
+
+    With no run the key is `NO_RUN_KEY`, never None (the value the tab starts and every
+    project switch refreshes with): a None key made a project with no runs skip the
+    redraw and keep showing the previous project's curves.
+    """
+    if status is None:
+        return NO_RUN_KEY
+    evals = len(History.from_progress(status.get("progress")).evals)
+    return (run_id, status["state"], status.get("step"), status.get("stopping"), evals)
+
+
 def live_history(studio: Studio, status: dict | None) -> History:
     """Loss and validation points of a run for `training_curves_figure`.
 
@@ -396,9 +412,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
             return "", status_text(None), None, None, project_runs(studio, None)
         run_id = watched_run(studio, pid, chosen)
         status = studio.queue.status(run_id) if run_id else None
-        key = None if status is None else (run_id, status["state"], status.get("step"))
-        evals = len(History.from_progress((status or {}).get("progress")).evals)
-        key = key and (*key, status.get("stopping"), evals)
+        key = curve_key(run_id, status)
         fig = gr.skip() if key == last else training_curves_figure(live_history(studio, status))
         return progress_html(status), status_text(status), fig, key, project_runs(studio, pid)
 
