@@ -69,6 +69,7 @@ SETTINGS: dict[str, dict] = {
         "style_augment": True,
     },
     "vision-r16-lr1e-2-20ep-ce": {**_R16, "epochs": 20, "alpha": 0.0, "lam": 0.0},
+    "both-r16-lr1e-2-10ep-ce": {**_R16, "epochs": 10, "alpha": 0.0, "lam": 0.0, "lora": "both"},
     "vision-r16-lr1e-2-20ep-ce-learnscale": {
         **_R16,
         "epochs": 20,
