@@ -1072,6 +1072,11 @@ def test_an_import_that_refuses_every_file_is_a_warning(ws, tmp_path, monkeypatc
     assert annotate.import_status_line(mixed).startswith("⚠️") and len(toasts) == 1
     clean = import_files(ws, pid, [write_image(tmp_path / "ok2.png", (1, 2, 3))])
     assert annotate.import_status_line(clean).startswith("✅")
+    # an empty zip holds nothing to refuse and nothing to import: not a success either
+    empty = tmp_path / "empty.zip"
+    zipfile.ZipFile(empty, "w").close()
+    line = annotate.import_status_line(import_files(ws, pid, [empty]))
+    assert line.startswith("⚠️") and "no image files" in line and len(toasts) == 2
 
 
 # ---------------------------------------------------------------- D13, D15: manifests
