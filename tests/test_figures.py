@@ -395,7 +395,11 @@ def test_training_curves_figure():
     assert fpa.xaxis == "x2" and list(fpa.x) == [1, 2] and list(fpa.y) == [0.3, 0.5]
     assert tice.y[0] == 0.2 and np.isnan(tice.y[1])
     empty = F.training_curves_figure([])
-    assert len(empty.data) == 0 and len(empty.layout.annotations) >= 2
+    assert len(empty.layout.annotations) >= 2
+    # before the first validation the right panel still gets axes for its note to sit in
+    assert [(t.xaxis, len(t.x)) for t in empty.data] == [("x2", 0)]
+    steps_only = F.training_curves_figure(history[:3])
+    assert any(t.xaxis == "x2" and t.showlegend is False for t in steps_only.data)
 
 
 # ---- embeddings --------------------------------------------------------------------------

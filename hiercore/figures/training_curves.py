@@ -78,6 +78,8 @@ def training_curves_figure(history: History | Sequence[Mapping]) -> go.Figure:
             showarrow=False,
         )
     if not evals:
+        # an empty trace makes Plotly draw the right panel's axes, which the note sits in
+        fig.add_scatter(x=[], y=[], showlegend=False, hoverinfo="skip", row=1, col=2)
         fig.add_annotation(
             text="no validation yet",
             xref="x2 domain",
