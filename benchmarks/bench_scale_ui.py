@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import tempfile
 import threading
@@ -234,8 +235,13 @@ def results_view(run: Path, index) -> None:
 
 
 def hca_dense(logits, true, parents) -> float:
-    """The HCA of before this benchmark's change (float64 copies, dense masks)."""
+    """HCA the direct way (float64 copies, an N x nodes mask per level): the definition,
+    as `hiercore.metrics` computed it before its per-parent tables; tests/test_metrics.py
+    checks the current code against it."""
+    true = np.asarray(true)
     full = (true >= 0).all(axis=1)
+    if not full.any():
+        return math.nan
     true = true[full]
     scores = [np.asarray(z, dtype=np.float64)[full] for z in logits]
     ok = scores[-1].argmax(axis=1) == true[:, -1]

@@ -8,6 +8,7 @@ so each level is visible in the pixels and a model can beat chance quickly.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,12 @@ def write_manifest(root: Path, per_leaf: int = 6, size: int = 32) -> Path:
             top, mid, leaf = png.relative_to(root / "img").parts[:3]
             w.writerow([png.relative_to(root).as_posix(), top, mid, leaf])
     return path
+
+
+def png_bytes(seed: int, size: int = 8) -> bytes:
+    """A small PNG whose pixels (so whose hash) depend on `seed`."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()

@@ -7,21 +7,14 @@ import io
 import json
 import zipfile
 
-import numpy as np
 import pytest
+from imagegen import png_bytes
 from PIL import Image
 
 from hiercore.errors import HierTuneError
 from hiercore.label_export import export_labels_zip
 from hiercore.store import Workspace
 from hiercore.taxonomy import Taxonomy
-
-
-def png_bytes(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture

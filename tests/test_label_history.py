@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 import sqlite3
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from imagegen import png_bytes
 
 from hiercore.errors import DataError, HierTuneError, TaxonomyError
 from hiercore.store import Workspace
 from hiercore.store.database import SCHEMA_VERSION
-
-
-def png_bytes(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from treegen import TOY_PARENTS, random_logits, random_parents, random_sizes, random_targets
 
+from benchmarks.bench_scale_ui import hca_dense
 from hiercore.decode import consistent_decode, independent_decode
 from hiercore.metrics import (
     confusion_matrices,
@@ -280,24 +281,6 @@ def test_evaluate_predictions_writes_nan_as_none():
     assert summary["consistent"]["mistake_severity"] is None
 
 
-def hca_dense_reference(logits, true, parents) -> float:
-    """HCA the direct way (float64 copies, an N x nodes mask per level): the definition."""
-    true = np.asarray(true)
-    full = (true >= 0).all(axis=1)
-    if not full.any():
-        return math.nan
-    true = true[full]
-    scores = [np.asarray(z, dtype=np.float64)[full] for z in logits]
-    ok = scores[-1].argmax(axis=1) == true[:, -1]
-    for level, z in enumerate(scores):
-        restricted = z
-        if level:
-            is_child = np.asarray(parents[level])[None, :] == true[:, level - 1][:, None]
-            restricted = np.where(is_child, z, -np.inf)
-        ok &= restricted.argmax(axis=1) == true[:, level]
-    return float(ok.mean())
-
-
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.booleans())
 def test_hca_equals_the_dense_definition_on_random_trees(seed, n_levels, ties):
@@ -308,6 +291,6 @@ def test_hca_equals_the_dense_definition_on_random_trees(seed, n_levels, ties):
     logits = [z.numpy().astype(np.float32) for z in random_logits(rng, sizes, 40)]
     if ties:  # rounded logits tie often: the lowest index must still win
         logits = [np.round(z) for z in logits]
-    expected = hca_dense_reference(logits, true, parents)
+    expected = hca_dense(logits, true, parents)
     got = hierarchical_consistent_accuracy(logits, true, parents)
     assert got == expected or (math.isnan(got) and math.isnan(expected))

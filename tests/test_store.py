@@ -16,20 +16,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from imagegen import png_bytes
 from PIL import Image
 
 from hiercore.errors import DataError, HierTuneError, TaxonomyError
 from hiercore.store import INTERRUPTED, Workspace
 from hiercore.taxonomy import ROOT, EditReport, Taxonomy
-
-
-def png_bytes(seed: int, size: int = 8) -> bytes:
-    """A small PNG whose pixels (so whose hash) depend on `seed`."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture
