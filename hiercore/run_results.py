@@ -11,8 +11,7 @@ the run, since a UMAP fit takes seconds.
 from __future__ import annotations
 
 import functools
-import os
-import threading
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from hiercore.config import RunConfig
 from hiercore.errors import HierTuneError
 from hiercore.history import History
 from hiercore.metrics import confusion_at_level, inconsistency_by_subtree
-from hiercore.run_folder import RESULT_FILES, RunFolder
+from hiercore.run_folder import RESULT_FILES, RunFolder, write_durably
 from hiercore.taxonomy import LevelIndex, Taxonomy
 
 DECODINGS = ("independent", "consistent")
@@ -246,8 +245,8 @@ class RunResults:
 
 
 def _save_atomically(path: Path, **arrays) -> None:
-    """np.savez to a temporary name, then renamed: a reader never sees half a map (the
-    background precompute and a click on the maps button may race)."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    """The maps as one npz, written whole by `write_durably`: a reader never sees half a
+    map (the background precompute and a click on the maps button may race)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_durably(path, buf.getvalue())
