@@ -122,17 +122,12 @@ def write_label(studio: Studio, cur: dict, shown_id, node: str | None) -> dict |
 def import_status_line(summary: ImportSummary) -> str:
     """The status line of an import: a success only when images came in and nothing was
     refused; a warning toast too when nothing came in (every file refused, or none there)."""
-    if not summary.refused and summary.added == 0 and summary.duplicates == 0:
-        sentence = "Nothing was imported: the upload holds no image files."
-        gr.Warning(sentence)
-        return problem(sentence)
-    if not summary.refused:
-        return ok(summary.sentence())
     if summary.added == 0 and summary.duplicates == 0:
-        sentence = f"Nothing was imported: {summary.refusals()}."
+        why = summary.refusals() if summary.refused else "the upload holds no image files"
+        sentence = f"Nothing was imported: {why}."
         gr.Warning(html_text(sentence))
         return problem(sentence)
-    return problem(summary.sentence())
+    return problem(summary.sentence()) if summary.refused else ok(summary.sentence())
 
 
 def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
