@@ -309,6 +309,31 @@ class Anchors(torch.nn.Module):
         self.register_buffer("rank", rank)
         self.weight = torch.nn.Parameter(F.normalize(torch.randn(len(self.keys), dim), dim=-1))
 
+    @torch.no_grad()
+    def start_at_captions(self, pairs: list[Pair], model, tokenizer, device) -> None:
+        """Move every anchor named by a caption to the mean of its captions' features under
+        `model` (a continued phase's text tower), so that a new phase does not begin by
+        pulling the features it inherits towards random points. Anchors no caption names
+        (image-only classes) keep their random start."""
+        texts: dict[str, str] = {}
+        for p in pairs:
+            for text, key in zip(p.captions, p.keys, strict=True):
+                texts.setdefault(text, key)
+        listed = sorted(texts)
+        total = torch.zeros_like(self.weight)
+        count = torch.zeros(len(self.keys), device=self.weight.device)
+        was_training = model.training
+        model.eval()
+        for start in range(0, len(listed), 1024):
+            chunk = listed[start : start + 1024]
+            g = F.normalize(model.encode_text(tokenizer(chunk).to(device)).float(), dim=-1)
+            ids = self.ids([texts[t] for t in chunk]).to(self.weight.device)
+            total.index_add_(0, ids, g.to(total.dtype))
+            count.index_add_(0, ids, torch.ones_like(ids, dtype=count.dtype))
+        model.train(was_training)
+        named = count > 0
+        self.weight[named] = F.normalize(total[named] / count[named, None], dim=-1)
+
     def ids(self, keys: list[str | None]) -> torch.Tensor:
         return torch.tensor([self.index[k] if k else -1 for k in keys])
 
@@ -345,11 +370,14 @@ def pretrain(
     minutes: float | None = None,
     resume: bool = False,
     objective: str = "anchored",
+    anchors_at_captions: bool = False,
 ) -> dict:
     """Train the small CLIP and write it (fp16 safetensors + config + card) to `out_dir`.
 
     `init` continues from an earlier output of this function (its weights, with a fresh
-    schedule); the card then records both phases. With `minutes`, the run stops after that
+    schedule; `anchors_at_captions` starts the anchors at its caption features, see
+    `Anchors.start_at_captions`; off, they start random as the shipped model's did); the
+    card then records both phases. With `minutes`, the run stops after that
     long, saves its state in `state_dir` and returns ``{"finished": False, ...}``; call it
     again with `resume` (and the same data) to go on with the same schedule.
     """
@@ -389,6 +417,8 @@ def pretrain(
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     anchors = Anchors(pairs, int(model.text_projection.shape[1])).to(dev)
+    if anchors_at_captions and init is not None and saved is None and objective == "anchored":
+        anchors.start_at_captions(pairs, model, tokenizer, dev)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     if objective == "anchored":

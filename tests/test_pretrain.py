@@ -134,3 +134,36 @@ def test_anchors_classify_within_the_target_rank_only():
     torch.testing.assert_close(anchors.loss(on_sub, dog, scale), expected)
     # rows without a class at this rank are left out
     assert float(anchors.loss(on_sub, anchors.ids([None]), scale)) == 0.0
+
+
+def test_a_continued_phase_starts_its_anchors_at_its_captions():
+    """`--init` continues a model: each anchor a caption names starts at the mean of its
+    captions' features, not at a random point the inherited features would be pulled to."""
+    import open_clip
+
+    from hiercore.models.loading import register_configs
+    from hiercore.pretrain import Anchors, Pair
+
+    register_configs()
+    model = open_clip.create_model("hiertune-tiny")
+    tokenizer = open_clip.get_tokenizer("hiertune-tiny")
+    pairs = [
+        Pair(Path("a.png"), ["a dog.", "a hound."], [0.5, 0.5], "emoji",
+             ["leaf:emoji:dog", "leaf:emoji:dog"], ("leaf:emoji:dog", None, None)),
+        Pair(Path("b.png"), ["an animal."], [1.0], "emoji", ["sub:animal"],
+             ("leaf:emoji:cat", None, None)),
+    ]  # fmt: skip
+    anchors = Anchors(pairs, int(model.text_projection.shape[1]))
+    untouched = anchors.weight[anchors.index["leaf:emoji:cat"]].clone()
+    anchors.start_at_captions(pairs, model, tokenizer, "cpu")
+    with torch.no_grad():
+        g = torch.nn.functional.normalize(
+            model.encode_text(tokenizer(["a dog.", "a hound.", "an animal."])), dim=-1
+        )
+    F = torch.nn.functional
+    torch.testing.assert_close(
+        anchors.weight[anchors.index["leaf:emoji:dog"]], F.normalize(g[0] + g[1], dim=0)
+    )
+    torch.testing.assert_close(anchors.weight[anchors.index["sub:animal"]], g[2])
+    # an image-only class keeps its random start
+    torch.testing.assert_close(anchors.weight[anchors.index["leaf:emoji:cat"]], untouched)
