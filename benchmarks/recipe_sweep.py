@@ -79,6 +79,20 @@ SETTINGS: dict[str, dict] = {
     },
     "vision-r16-lr1e-2-20ep-learnscale": {**_R16, "epochs": 20, "learn_logit_scale": True},
 }
+# every row above was measured before the image prototypes (docs/method.md §2.1) existed:
+# they stay text-only, as recorded
+SETTINGS = {name: {**overrides, "prototypes": 0.0} for name, overrides in SETTINGS.items()}
+# the image-prototype weight w on the studio's default fine-tune, and the losses beside it
+SETTINGS.update(
+    {
+        "default-w2": {},
+        "default-w1": {"prototypes": 1.0},
+        "default-w4": {"prototypes": 4.0},
+        "default-w2-ce": {"alpha": 0.0, "lam": 0.0},
+        "default-w2-seed1": {"seed": 1},
+        "default-w2-seed2": {"seed": 2},
+    }
+)
 
 COLUMNS = [
     "setting",

@@ -17,15 +17,25 @@ from hiercore.config import RunConfig
 from hiercore.errors import HierTuneError
 from hiercore.models.loading import DEFAULT_MODEL_DIR, DEFAULT_TEMPLATES
 from hiercore.models.prompts import check_templates, node_prompts
-from hiercore.run_folder import ADAPTER, CONFIG, HISTORY, METRICS, STATUS, TAXONOMY, RunFolder
+from hiercore.run_folder import (
+    ADAPTER,
+    CONFIG,
+    HISTORY,
+    METRICS,
+    PROTOTYPES,
+    STATUS,
+    TAXONOMY,
+    RunFolder,
+)
 from hiercore.taxonomy import Taxonomy
 
 REQUIRED = (ADAPTER, TAXONOMY, CONFIG, METRICS)
-OPTIONAL = (HISTORY, STATUS)
+OPTIONAL = (HISTORY, STATUS, PROTOTYPES)
 
 README = """HierTune run bundle
 
 adapter.safetensors  LoRA adapter weights of the fine-tuned CLIP (safetensors)
+prototypes.safetensors  the image prototype of each leaf (when the run made them)
 taxonomy.json        the class tree (HierTune native JSON: level_names, nodes)
 prompts.json         prompt templates and the prompts of every node
 config.json          the run configuration (RunConfig); "model" names the base CLIP

@@ -144,6 +144,13 @@ def build_parser(
     pt.add_argument("--seed", type=int)
     pt.add_argument("--device")
     pt.add_argument("--init", default=None, help="continue from an earlier output folder")
+    pt.add_argument(
+        "--anchors-at-captions",
+        action="store_true",
+        default=None,
+        help="with --init and the anchored objective: start each class's anchor at its "
+        "captions' mean feature instead of a random point",
+    )
     pt.add_argument("--state", default=None, help="where a chunked run keeps its state")
     pt.add_argument("--minutes", type=float, default=None, help="stop and save after this long")
     pt.add_argument("--resume", action="store_true", help="go on from the saved state")
@@ -183,6 +190,7 @@ CLAIM_DEMO = (
     "lr",
     "logit_scale",
     "learn_logit_scale",
+    "prototypes",
 )
 """The settings the claim study's demo setting takes (its seeds come from --first-seed)."""
 
@@ -428,6 +436,7 @@ def cmd_pretrain(args) -> int:
         "arch",
         "icon_fraction",
         "objective",
+        "anchors_at_captions",
     ):
         if getattr(args, name) is not None:
             given[name] = getattr(args, name)

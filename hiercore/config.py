@@ -102,6 +102,12 @@ class RunConfig:
         "Vary colour, contrast, greyscale and blur of training images (pretraining's style "
         "augmentation), so a fine-tune is pushed to ignore the art style.",
     )
+    prototypes: float = setting(
+        2.0,
+        "Weight w of the image prototypes: after training each node also scores by the "
+        "nearest mean image of a labelled class under it (docs/method.md §2.1); 0: the "
+        "paper's text-only logits.",
+    )
     epochs: int = setting(10, "Passes over the training images.")
     batch_size: int = setting(32, "Images per optimiser micro-batch.")
     grad_accum: int = setting(1, "Micro-batches per optimiser step.")
@@ -298,6 +304,7 @@ NUMBER_RANGES: dict[str, tuple[type, tuple[float, bool], tuple[float, bool]]] = 
     "max_steps": (int, (1, True), (10_000_000, True)),
     "logit_scale": (float, (0, False), (100, True)),
     "negatives": (int, (1, True), (10_000_000, True)),
+    "prototypes": (float, (0, True), (100, True)),
 }
 """The range of every numeric setting; bounds well past any sensible run refuse typos and
 overflow (lr 1e300, 10^20 epochs) before a run is queued."""

@@ -94,6 +94,11 @@ class DecodedImages(Dataset):
     def __len__(self) -> int:
         return self.pixels.shape[0]
 
+    def plain(self, start: int, stop: int) -> torch.Tensor:
+        """Images `start:stop` normalised without a random crop: what the evaluation
+        transform gives (a shortest-side resize and centre crop, as they were decoded)."""
+        return (self.pixels[start:stop].float() - self.mean) / self.std
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(i))) & (2**63 - 1))
         top, left, h, w = _crop_box(self.size, self.scale, self.ratio, g)

@@ -186,7 +186,11 @@ def load_run_model(run_dir: str | Path) -> HierClip:
     bundle = load_clip(config.model, config.pretrained)
     apply_lora(bundle.model, config.lora_spec)
     load_adapter(bundle.model, folder.adapter_file)
-    return HierClip(bundle, folder.read_taxonomy(), config.templates)
+    model = HierClip(bundle, folder.read_taxonomy(), config.templates)
+    prototypes = folder.read_prototypes() if config.prototypes > 0 else None
+    if prototypes is not None:
+        model.set_prototypes(*prototypes, weight=config.prototypes)
+    return model
 
 
 def _path_names(taxonomy: Taxonomy, index, path: list[int]) -> list[str]:

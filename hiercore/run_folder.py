@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 CONFIG = "config.json"
 TAXONOMY = "taxonomy.json"
 ADAPTER = "adapter.safetensors"
+PROTOTYPES = "prototypes.safetensors"
 HISTORY = "history.json"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.npz"
@@ -194,6 +195,20 @@ class RunFolder:
     def write_adapter(self, data: bytes) -> None:
         """The adapters' weights, serialised (`safetensors.torch.save`)."""
         self.write_bytes(ADAPTER, data)
+
+    def write_prototypes(self, feats, counts) -> None:
+        """The image prototypes of the last level (docs/method.md §2.1) and their counts."""
+        from hiercore.prototypes import to_bytes
+
+        self.write_bytes(PROTOTYPES, to_bytes(feats, counts))
+
+    def read_prototypes(self):
+        """(prototypes, counts), or None for a run saved without them."""
+        if not self.has(PROTOTYPES):
+            return None
+        from hiercore.prototypes import read
+
+        return read(self.path / PROTOTYPES)
 
     def write_history(self, history: History) -> None:
         self.write_bytes(HISTORY, _json_bytes(history.to_records()))

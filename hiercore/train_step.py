@@ -195,9 +195,13 @@ class StepLoss(nn.Module):
         self._generator = torch.Generator().manual_seed(seed)
         self._parents_cpu = [p.cpu() for p in self.parents]
         self._gathers_cpu = [getattr(model, f"gather_{lvl}").cpu() for lvl in range(model.depth)]
+        self.prototype_sums = None
+        """A `hiercore.prototypes.PrototypeSums` the step adds its image features to."""
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.model.encode_images(x) if self.vision_trains else x
+        if self.prototype_sums is not None:
+            self.prototype_sums.add(feats, targets[:, -1])
         if self.negatives is not None:
             return self._sampled(feats, targets)
         if self.text_trains:

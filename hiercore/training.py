@@ -51,6 +51,7 @@ from hiercore.history import History
 from hiercore.image_cache import DecodedImages
 from hiercore.models import HierClip, apply_lora, count_parameters, load_clip, lora_state_dict
 from hiercore.models.loading import pick_device
+from hiercore.prototypes import PrototypeSums, from_features
 from hiercore.run_folder import RunFolder, TrainingStatus
 from hiercore.taxonomy import Taxonomy
 from hiercore.train_step import NodeText, StepLoss, loss_options
@@ -240,6 +241,10 @@ def train(
             )
         )
 
+    sums = None
+    if config.prototypes > 0:  # this epoch's training features, for the per-epoch score
+        sums = PrototypeSums(index.sizes[-1], model.bundle.embed_dim, device)
+        step_loss.prototype_sums = sums
     level_mask = _flat_mask(index.depth) if config.flat else None
     t_loop, steps_done_here = time.time(), 0
     state = "finished"
@@ -250,6 +255,8 @@ def train(
         last_epoch = epoch + 1
         micro = 0
         sampler.set_epoch(epoch)
+        if sums is not None:
+            sums.reset()
         if isinstance(dataset, DecodedImages):
             dataset.set_epoch(epoch)
         for batch in loader:
@@ -313,9 +320,12 @@ def train(
                 )
             )
             nodes = eval_node_features(step_loss, device)
+            if sums is not None:
+                model.set_prototypes(*sums.result(), weight=config.prototypes)
             val = epoch_score(
                 collect(model, val_samples, config.batch_size * 2, device, nodes), parents
             )
+            model.set_prototypes(None)
             history.add_val(step, epoch + 1, val)
             emit(ProgressEvent("eval", epoch + 1, config.epochs, step, steps_total, val=val))
         if procs.is_main:
@@ -338,6 +348,12 @@ def train(
         )
     )
     node_feats_after = eval_node_features(step_loss, device)
+    if config.prototypes > 0:
+        step_loss.prototype_sums = None
+        feats, leaf = training_features(model, dataset, train_set, config.batch_size * 2, device)
+        prototypes = from_features(feats, leaf, index.sizes[-1])
+        folder.write_prototypes(*prototypes)
+        model.set_prototypes(*prototypes, weight=config.prototypes)
     val_pass = collect(model, val_samples, config.batch_size * 2, device, node_feats_after)
     metrics = score(val_pass, parents) if val_pass.true.shape[0] else {"n_val": 0}
     val_pass.save(
@@ -374,6 +390,30 @@ def train(
         )
     )
     return RunResult(state, metrics, out)
+
+
+@torch.no_grad()
+def training_features(
+    model: HierClip, dataset, train_set: ImageLabelDataset, batch_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image features (N, D) of the training images under the evaluation transform, with
+    their last-level index (N,): from the frozen features when the image tower did not
+    train, from the decoded image cache without its crops, else read again from disk."""
+    if isinstance(dataset, TensorDataset):
+        feats, true = dataset.tensors
+        return feats.float(), true[:, -1]
+    if isinstance(dataset, DecodedImages):
+        was_training = model.training
+        model.eval()
+        parts = []
+        with autocast(device):
+            for start in range(0, len(dataset), batch_size):
+                x = dataset.plain(start, start + batch_size).to(device)
+                parts.append(model.encode_images(x).float().cpu())
+        model.train(was_training)
+        return torch.cat(parts), dataset.targets[:, -1]
+    passed = collect(model, train_set.samples, batch_size, device)
+    return torch.from_numpy(passed.image_feats).float(), torch.from_numpy(passed.true[:, -1])
 
 
 def eval_node_features(step_loss: StepLoss, device: torch.device) -> torch.Tensor:

@@ -5,6 +5,14 @@
 f is the normalised image embedding; g_c the normalised mean of the normalised text
 embeddings of node c's prompts. A padding copy of a leaf (levels below its depth) shares
 the leaf's text embedding, so each distinct node is encoded once and gathered per level.
+
+With image prototypes (docs/method.md §2.1, set by `set_prototypes` after a fine-tune) each
+node's logit also gets the image evidence of its subtree:
+
+    z^(l)_c += w * s * max over leaves c' under c of <f, p_c'>,
+
+p_c' the normalised mean image embedding of the training images labelled c' (its text
+embedding when none is).
 """
 
 from __future__ import annotations
@@ -59,6 +67,9 @@ class HierClip(nn.Module):
             torch.cat([torch.as_tensor(p) for p in self.index.parents]),
             persistent=False,
         )
+        self.prototype_weight = 0.0
+        self.register_buffer("proto_feats", None, persistent=False)
+        self.register_buffer("proto_known", None, persistent=False)
 
     def train(self, mode: bool = True) -> HierClip:
         """Train mode for the adapters; batch-norm layers of a CNN tower stay in eval mode.
@@ -113,12 +124,56 @@ class HierClip(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         return self.clip.logit_scale.exp()
 
+    def set_prototypes(
+        self, feats: torch.Tensor | None, counts: torch.Tensor | None = None, weight: float = 1.0
+    ) -> None:
+        """Add the image-prototype evidence (module docstring) to every level's logits:
+        `feats` (C_L, D) one normalised prototype per node of the last level, `counts` how
+        many training images each was made from (0: the node's text embedding stands in).
+        `feats=None` or `weight=0` turns it off. Training losses see the logits without it
+        (the training loop sets it only to score)."""
+        if feats is None or weight == 0:
+            self.prototype_weight, self.proto_feats, self.proto_known = 0.0, None, None
+            return
+        n_leaves = self.index.sizes[-1]
+        if feats.shape != (n_leaves, self.clip.text_projection.shape[1]):
+            raise ValueError(
+                f"prototypes must be ({n_leaves}, D) for this taxonomy, not {tuple(feats.shape)}"
+            )
+        device = self.parents_buf.device
+        counts = torch.ones(n_leaves) if counts is None else counts
+        self.proto_feats = F.normalize(feats.float(), dim=-1).to(device)
+        self.proto_known = (counts > 0).to(device)
+        self.prototype_weight = float(weight)
+
     def level_logits(
         self, image_feats: torch.Tensor, node_feats: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
         """z^(l) for every level from normalised image features (B, D)."""
         scale = self.logit_scale()
-        return [scale * image_feats @ g.t() for g in self.node_embeddings(node_feats)]
+        texts = self.node_embeddings(node_feats)
+        logits = [scale * image_feats @ g.t() for g in texts]
+        if self.proto_feats is None:
+            return logits
+        leaf = torch.where(self.proto_known[:, None], self.proto_feats, texts[-1].float())
+        scores = scale * image_feats @ leaf.t().to(image_feats.dtype)
+        evidence = subtree_max(scores, self.parents(), self.index.sizes)
+        return [z + self.prototype_weight * e for z, e in zip(logits, evidence, strict=True)]
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.level_logits(self.encode_images(images))
+
+
+def subtree_max(
+    leaf_scores: torch.Tensor, parents: list[torch.Tensor], sizes: list[int]
+) -> list[torch.Tensor]:
+    """Per level, each node's best score among the last-level nodes under it, (B, C_l) each,
+    from `leaf_scores` (B, C_L); `parents[l]` maps level l to level l - 1, `sizes[l]` is
+    C_l. A shallow leaf's padding copies carry its own score up to it."""
+    out = [leaf_scores]
+    for parent_of, n_up in zip(reversed(parents[1:]), reversed(sizes[:-1]), strict=True):
+        below = out[0]
+        index = parent_of.to(below.device).expand(below.shape[0], -1)
+        up = below.new_full((below.shape[0], n_up), float("-inf"))
+        out.insert(0, up.scatter_reduce(1, index, below, "amax"))
+    return out

@@ -76,6 +76,7 @@ FORM_FIELDS = (
     "grad_accum",
     "weight_decay",
     "warmup_ratio",
+    "prototypes",
 )
 """The `RunConfig` settings the Train form has a control for, in the order `start` reads them."""
 
@@ -116,6 +117,7 @@ LABELS = {
     "grad_accum": "Gradient accumulation",
     "weight_decay": "Weight decay",
     "warmup_ratio": "Warm-up share",
+    "prototypes": "w: image prototypes",
 }
 
 
@@ -353,6 +355,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
             slider("alpha", 0, 5, 0.1)
             slider("lam", 0, 5, 0.1)
             slider("eps", 0, 0.5, 0.01)
+            slider("prototypes", 0, 8, 0.5)
             c["templates"] = gr.Textbox(
                 d["templates"],
                 label=LABELS["templates"],
