@@ -395,13 +395,7 @@ class ImageLibrary(Database):
             self._require_project(conn, project_id)
             _, tax = self._current(conn, project_id)
             labelled = self._labelled_nodes(conn, project_id)
-        counts = dict.fromkeys(tax.iter_dfs(), 0)
-        pred = tax.graph.pred  # direct adjacency: 10k labelled leaves x 7 ranks add up
-        for node, n in labelled.items():
-            while node in counts:
-                counts[node] += n
-                node = next(iter(pred[node]))
-        return counts
+        return subtree_counts(tax, labelled)
 
     def exact_label_counts(self, project_id: int) -> dict[str, int]:
         """For every labelled node, the number of images labelled exactly at it."""
@@ -483,3 +477,15 @@ def add_name_paths(tax: Taxonomy, paths: list[tuple[str, ...]]) -> EditReport:
                 added.append(child)
             node = child
     return EditReport("add", added)
+
+
+def subtree_counts(tax, exact: dict[str, int]) -> dict[str, int]:
+    """For every node of `tax`, the images labelled at it or below, from the counts
+    `exact` of images labelled exactly at each node (`exact_label_counts`)."""
+    counts = dict.fromkeys(tax.iter_dfs(), 0)
+    pred = tax.graph.pred  # direct adjacency: 10k labelled leaves x 7 ranks add up
+    for node, n in exact.items():
+        while node in counts:
+            counts[node] += n
+            node = next(iter(pred[node]))
+    return counts

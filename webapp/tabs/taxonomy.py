@@ -11,6 +11,7 @@ from hiercore.errors import HierTuneError
 from hiercore.figures import taxonomy_sunburst
 from hiercore.ingest import taxonomy_from_upload
 from hiercore.store import Workspace
+from hiercore.store.images import subtree_counts
 from hiercore.taxonomy import ROOT, Taxonomy
 from webapp.feedback import ok, user_errors
 from webapp.literal import md_text
@@ -51,7 +52,7 @@ def taxonomy_view(ws: Workspace, pid: int, selected: str | None) -> dict:
     (the selected node's neighbourhood when one is picked) and a picker on a large tree
     sends only its value (typing searches, see `webapp.pickers.attach_search`).
     """
-    tax = ws.taxonomy(pid)
+    tax = ws.taxonomy(pid, copy=False)  # read only
     exact = exact_label_counts(ws, pid)
     search = node_search(tax, (str(ws.root), pid, ws.taxonomy_version(pid)))
     focus = None
@@ -63,7 +64,7 @@ def taxonomy_view(ws: Workspace, pid: int, selected: str | None) -> dict:
         if len(tax)
         else None
     )
-    counts = ws.label_counts(pid)
+    counts = subtree_counts(tax, exact)  # the same as ws.label_counts, without a second read
     return {
         "sunburst": fig,
         "tree": text_tree(tax, counts),
