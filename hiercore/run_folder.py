@@ -232,7 +232,12 @@ class RunFolder:
     def read_config(self) -> RunConfig:
         from hiercore.config import RunConfig
 
-        return RunConfig.load(self.path / CONFIG)
+        data = self._read_json(CONFIG)
+        if isinstance(data, dict):
+            # config.json holds every setting; a run saved before the image prototypes
+            # existed was scored without them
+            data.setdefault("prototypes", 0.0)
+        return RunConfig.from_dict(data)
 
     def read_taxonomy(self) -> Taxonomy:
         from hiercore.taxonomy import Taxonomy

@@ -186,3 +186,17 @@ def test_every_way_a_run_reads_its_images_gives_the_same_prototypes(tmp_path, lo
     at = list(index.level_nodes[-1]).index(leaf)
     assert counts[at] == len(some)
     assert torch.allclose(feats[at], mean, atol=1e-4)
+
+
+def test_a_run_saved_before_the_prototypes_reads_as_text_only(trained_run, tmp_path):
+    import json
+    import shutil
+
+    old = tmp_path / "old-run"
+    shutil.copytree(trained_run[0], old)
+    config = json.loads((old / "config.json").read_text())
+    del config["prototypes"]
+    (old / "config.json").write_text(json.dumps(config))
+    (old / "prototypes.safetensors").unlink()
+    assert RunFolder(old).read_config().prototypes == 0.0
+    assert load_run_model(old).proto_feats is None
