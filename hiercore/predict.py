@@ -70,10 +70,13 @@ class PromptFeatures:
             missing = sorted(i for p, i in first.items() if p not in self.features)
             with autocast(device):
                 for start in range(0, len(missing), chunk):
-                    rows = torch.tensor(missing[start : start + chunk], device=model.tokens.device)
-                    feats = F.normalize(model.clip.encode_text(model.tokens[rows]), dim=-1)
-                    for i, f in zip(rows.tolist(), feats.float().cpu(), strict=True):
-                        self.features[model.prompts[i]] = f
+                    rows = missing[start : start + chunk]
+                    # only these prompts are tokenised (`model.tokens` would do them all)
+                    texts = [model.prompts[i] for i in rows]
+                    tokens = model.bundle.tokenizer(texts).to(model.parents_buf.device)
+                    feats = F.normalize(model.clip.encode_text(tokens), dim=-1)
+                    for text, f in zip(texts, feats.float().cpu(), strict=True):
+                        self.features[text] = f
             self.encoded += len(missing)
             per_prompt = torch.stack([self.features[p] for p in model.prompts])
             while len(self.features) > self.max_prompts:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from taxonomy_strategies import taxonomies
 
 from hiercore.errors import HierTuneError, ModelError
 from hiercore.models import HierClip, LoraSpec, apply_lora, count_parameters, load_clip
 from hiercore.models.lora import lora_state_dict, target_regex
-from hiercore.models.prompts import check_templates, node_prompts
+from hiercore.models.prompts import check_templates, node_prompts, nodes_prompts
 from hiercore.taxonomy import Taxonomy
 
 
@@ -211,3 +213,12 @@ def test_fine_tuning_keeps_batch_norm_statistics(ragged):
     model(torch.randn(4, 3, 64, 64))
     torch.testing.assert_close(norms[0].running_mean, before)
     assert model.training
+
+
+@given(taxonomies(max_nodes=25))
+@settings(max_examples=40, deadline=None)
+def test_prompts_of_many_nodes_are_each_nodes_own(tax):
+    """HierClip builds every node's prompts in one pass; they must be node_prompts'."""
+    templates = ["{name}", "{name}, a kind of {parent}", "{path} ({root})", "{description}: {name}"]
+    nodes = list(tax.iter_dfs())
+    assert nodes_prompts(tax, nodes, templates) == [node_prompts(tax, n, templates) for n in nodes]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hiercore.models.loading import ClipBundle
-from hiercore.models.prompts import check_templates, node_prompts
+from hiercore.models.prompts import check_templates, nodes_prompts
 from hiercore.taxonomy import LevelIndex, Taxonomy
 
 
@@ -53,12 +53,13 @@ class HierClip(nn.Module):
                     self.node_ids.append(n)
             gathers.append(torch.tensor([position[n] for n in level], dtype=torch.long))
         prompts, owner = [], []
-        for i, n in enumerate(self.node_ids):
-            ps = node_prompts(taxonomy, n, self.templates)
+        for i, ps in enumerate(nodes_prompts(taxonomy, self.node_ids, self.templates)):
             prompts.extend(ps)
             owner.extend([i] * len(ps))
         self.prompts = prompts
-        self.register_buffer("tokens", bundle.tokenizer(prompts), persistent=False)
+        # tokenised on first use: a predictor that reuses cached prompt features needs
+        # only the prompts it has not seen (32k prompts take seconds to tokenise)
+        self.register_buffer("_tokens", None, persistent=False)
         self.register_buffer("prompt_owner", torch.tensor(owner), persistent=False)
         for lvl, g in enumerate(gathers):
             self.register_buffer(f"gather_{lvl}", g, persistent=False)
@@ -70,6 +71,13 @@ class HierClip(nn.Module):
         self.prototype_weight = 0.0
         self.register_buffer("proto_feats", None, persistent=False)
         self.register_buffer("proto_known", None, persistent=False)
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """Every prompt tokenised, (N_prompts, context), on the model's device."""
+        if self._tokens is None:
+            self._tokens = self.bundle.tokenizer(self.prompts).to(self.parents_buf.device)
+        return self._tokens
 
     def train(self, mode: bool = True) -> HierClip:
         """Train mode for the adapters; batch-norm layers of a CNN tower stay in eval mode.
