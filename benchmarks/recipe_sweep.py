@@ -89,8 +89,6 @@ SETTINGS.update(
         "default-w1": {"prototypes": 1.0},
         "default-w4": {"prototypes": 4.0},
         "default-w2-ce": {"alpha": 0.0, "lam": 0.0},
-        "default-w2-seed1": {"seed": 1},
-        "default-w2-seed2": {"seed": 2},
     }
 )
 
