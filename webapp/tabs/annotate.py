@@ -46,9 +46,10 @@ class AnnotateTab:
     refresh: object
 
 
-def build_queue(studio: Studio, pid: int, mode: str, progress=None) -> list[int]:
-    """Image ids in labelling order for a queue mode."""
-    df = studio.workspace.images(pid)
+def build_queue(studio: Studio, pid: int, mode: str, progress=None, images=None) -> list[int]:
+    """Image ids in labelling order for a queue mode (`images`: `ws.images(pid)` if the
+    caller has read it already; 0.2 s at 20,000 images)."""
+    df = studio.workspace.images(pid) if images is None else images
     if mode == "unlabelled":
         return [int(i) for i in df.loc[df["node_id"].isna(), "id"]]
     if mode == "all":
@@ -199,15 +200,16 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         ids, pos = cur["ids"], cur["pos"]
         return ids[pos] if 0 <= pos < len(ids) else None
 
-    def view(pid, cur, with_suggestions):
-        """Everything the labelling view shows for the cursor's image."""
+    def view(pid, cur, with_suggestions, images=None):
+        """Everything the labelling view shows for the cursor's image (`images` as in
+        `build_queue`)."""
         hidden = [gr.update(visible=False)] * 3
         try:
             pid = studio.project_id(pid)
         except HierTuneError:
             return (None, "", node_picker_empty(), "", "", *hidden, [], [], "")
-        tax = ws.taxonomy(pid)
-        df = ws.images(pid).set_index("id")
+        tax = ws.taxonomy(pid, copy=False)  # read only
+        df = (ws.images(pid) if images is None else images).set_index("id")
         ids = [i for i in cur["ids"] if i in df.index]
         cur["ids"] = ids
         cur["pos"] = min(cur["pos"], max(0, len(ids) - 1))
@@ -368,16 +370,23 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
                 empty,
                 *view(None, empty, False),
             )
-        tax = ws.taxonomy(pid)
+        tax = ws.taxonomy(pid, copy=False)  # read only
+        images = ws.images(pid)  # read once for the queue and the view
         mode = "unlabelled"
-        ids = build_queue(studio, pid, mode)
+        ids = build_queue(studio, pid, mode, images=images)
         if not ids:
             mode = "all"
-            ids = build_queue(studio, pid, mode)
+            ids = build_queue(studio, pid, mode, images=images)
         cur = {"ids": ids, "pos": 0}
-        has_images = bool(len(ws.images(pid)))
+        has_images = bool(len(images))
         # no suggestions here: opening a project should not wait for a model to load
-        return (node_picker(tax), gr.update(open=not has_images), mode, cur, *view(pid, cur, False))
+        return (
+            node_picker(tax),
+            gr.update(open=not has_images),
+            mode,
+            cur,
+            *view(pid, cur, False, images),
+        )
 
     return AnnotateTab([import_label, import_box, queue_mode, cursor, *view_outputs], refresh)
 
