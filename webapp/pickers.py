@@ -138,7 +138,7 @@ def attach_search(dropdown: gr.Dropdown, studio, project, with_root: bool = Fals
         with _searches_lock:
             search = _searches.get(key)
         if search is None:
-            search = node_search(ws.taxonomy(pid), key)
+            search = node_search(ws.taxonomy(pid, copy=False), key)
         if len(search) <= ALL_CHOICES_UP_TO:
             return gr.update()  # every choice is in the browser already
         return search_picker(search, key_up.input_value, value, with_root)

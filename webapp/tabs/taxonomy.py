@@ -230,7 +230,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TaxonomyTab:
     @user_errors(len(edit_outputs))
     def add(pid, selected, name, desc, where):
         pid = studio.project_id(pid)
-        tax = ws.taxonomy(pid)
+        tax = ws.taxonomy(pid, copy=False)
         parent = ROOT if where == "top" or len(tax) == 0 else selected_node(tax, selected)
         new = ws.add_node(pid, name, parent, desc or "")
         return after_edit(pid, f"Added {name.strip()!r}.", new)
@@ -245,7 +245,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TaxonomyTab:
     @user_errors(len(edit_outputs))
     def rename(pid, selected, name, desc):
         pid = studio.project_id(pid)
-        n = selected_node(ws.taxonomy(pid), selected)
+        n = selected_node(ws.taxonomy(pid, copy=False), selected)
         ws.rename_node(pid, n, name, desc.strip() or None)
         return after_edit(pid, f"Renamed to {name.strip()!r}; labels stay on the node.", n)
 
@@ -256,7 +256,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TaxonomyTab:
     @user_errors(len(edit_outputs))
     def move(pid, selected, dest):
         pid = studio.project_id(pid)
-        tax = ws.taxonomy(pid)
+        tax = ws.taxonomy(pid, copy=False)
         n = selected_node(tax, selected)
         if not dest:
             raise HierTuneError("Pick the target node (or '(top level)') to move it under.")
@@ -269,7 +269,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TaxonomyTab:
     @user_errors(len(edit_outputs))
     def merge(pid, selected, dest):
         pid = studio.project_id(pid)
-        tax = ws.taxonomy(pid)
+        tax = ws.taxonomy(pid, copy=False)
         n = selected_node(tax, selected)
         if not dest or dest == ROOT:
             raise HierTuneError("Pick the node to merge into (not the top level).")
@@ -286,7 +286,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TaxonomyTab:
     @user_errors(len(edit_outputs))
     def delete(pid, selected, dest_kind, other):
         pid = studio.project_id(pid)
-        tax = ws.taxonomy(pid)
+        tax = ws.taxonomy(pid, copy=False)
         n = selected_node(tax, selected)
         if dest_kind == "other":
             if not other:
@@ -328,7 +328,7 @@ def build(studio: Studio, project: gr.BrowserState) -> TaxonomyTab:
             pid = studio.project_id(pid)
         except HierTuneError:
             return ""
-        return describe_node(studio, pid, ws.taxonomy(pid), selected)
+        return describe_node(studio, pid, ws.taxonomy(pid, copy=False), selected)
 
     node.change(show_node, [project, node], node_info, api_visibility="private")
 
