@@ -118,3 +118,31 @@ def test_a_stopped_run_shows_as_stopping_then_stopped_and_partial(studio):
     resumed.set()
     assert wait_for(lambda: studio.queue.status(run)["state"] == "finished")
     assert is_partial(comparison_frame(studio, pid)) == [False, False]
+
+
+def test_a_stopped_run_with_scores_can_be_opened_in_results_as_partial(studio):
+    from pathlib import Path
+
+    from hiercore.run_folder import RESULT_FILES
+    from webapp.tabs.results import finished_runs
+
+    def train(run_id, config, progress, stop_event):
+        if config.get("scored"):  # a stopped run scores its validation images
+            out = Path(studio.workspace.get_run(run_id)["out_dir"])
+            out.mkdir(parents=True, exist_ok=True)
+            for name in RESULT_FILES:
+                (out / name).write_bytes(b"")
+        return {"state": "stopped", "metrics": {"fpa": 0.5, "steps": 3}}
+
+    studio.queue.shutdown()
+    studio.queue = TrainingQueue(studio.workspace, train)
+    pid = studio.workspace.create_project("p")
+    scored = studio.queue.submit(pid, "scored", {"scored": True})
+    bare = studio.queue.submit(pid, "bare", {})
+    assert wait_for(
+        lambda: all(studio.queue.status(r)["state"] == "stopped" for r in (scored, bare))
+    )
+    assert finished_runs(studio, pid) == []  # predict and export: finished runs only
+    assert finished_runs(studio, pid, with_stopped=True) == [
+        (f"#{scored} scored (partial run)", scored)
+    ]

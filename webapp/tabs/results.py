@@ -32,7 +32,7 @@ from hiercore.figures import (
     tree_confusion_figure,
 )
 from hiercore.figures.lineage import entry_label, level_names_for, path_label
-from hiercore.run_folder import METRICS, RunFolder
+from hiercore.run_folder import METRICS, RESULT_FILES, RunFolder
 from webapp.feedback import ok, user_errors
 from webapp.literal import md_text
 from webapp.run_jobs import is_comparison, submit_comparison
@@ -53,14 +53,26 @@ class ResultsTab:
     refresh: object
 
 
-def finished_runs(studio: Studio, pid: int) -> list[tuple[str, int]]:
-    """Finished fine-tuning runs, newest first (comparisons have no single model)."""
+def finished_runs(studio: Studio, pid: int, with_stopped: bool = False) -> list[tuple[str, int]]:
+    """Finished fine-tuning runs, newest first (comparisons have no single model).
+
+    `with_stopped` adds runs stopped part way whose folder holds scored results (a
+    stopped run scores its validation images), labelled as partial."""
     runs = studio.workspace.list_runs(pid)
-    return [
-        (f"#{r.id} {r.name}", int(r.id))
-        for r in runs.itertuples()
-        if r.state == "finished" and not is_comparison(r.config)
-    ][::-1]
+    out = []
+    for r in runs.itertuples():
+        if is_comparison(r.config):
+            continue
+        if r.state == "finished":
+            out.append((f"#{r.id} {r.name}", int(r.id)))
+        elif (
+            with_stopped
+            and r.state == "stopped"
+            and r.out_dir
+            and not RunFolder(r.out_dir).missing(RESULT_FILES)
+        ):
+            out.append((f"#{r.id} {r.name} ({PARTIAL})", int(r.id)))
+    return out[::-1]
 
 
 def headline(res) -> str:
@@ -81,6 +93,12 @@ def headline(res) -> str:
         + f". Trained {m.get('trainable_pct', 0):.2f}% of the parameters in "
         f"{m.get('train_time_s', 0):.0f} s ({m.get('steps', '?')} steps, "
         f"{md_text(res.config.model)})."
+        + (
+            f" **A {PARTIAL}**: stopped before its last epoch, so these are not the "
+            "scores of a finished run."
+            if m.get("state") == "stopped"
+            else ""
+        )
     )
 
 
@@ -477,7 +495,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
             pid = studio.project_id(pid)
         except HierTuneError:
             return gr.update(choices=[], value=None), None, *panel
-        choices = finished_runs(studio, pid)
+        choices = finished_runs(studio, pid, with_stopped=True)
         frame = comparison_frame(studio, pid)
         partial = is_partial(frame)
         fig = comparison_table_figure(frame, partial=partial) if not frame.empty else None
