@@ -164,7 +164,8 @@ class HierClip(nn.Module):
         if self.proto_feats is None:
             return logits
         leaf = torch.where(self.proto_known[:, None], self.proto_feats, texts[-1].float())
-        scores = scale * image_feats @ leaf.t().to(image_feats.dtype)
+        # in float32 whatever the autocast: the max is a scatter, the sum small
+        scores = scale.float() * image_feats.float() @ leaf.t().float()
         evidence = subtree_max(scores, self.parents(), self.index.sizes)
         return [z + self.prototype_weight * e for z, e in zip(logits, evidence, strict=True)]
 
