@@ -242,7 +242,8 @@ def train(
         )
 
     sums = None
-    if config.prototypes > 0:  # this epoch's training features, for the per-epoch score
+    scored_each_epoch = bool(config.eval_every_epoch and val_samples and procs.is_main)
+    if config.prototypes > 0 and scored_each_epoch:  # this epoch's features, for its score
         sums = PrototypeSums(index.sizes[-1], model.bundle.embed_dim, device)
         step_loss.prototype_sums = sums
     level_mask = _flat_mask(index.depth) if config.flat else None
@@ -308,7 +309,7 @@ def train(
         if stop.is_set():
             state = "stopped"
             break
-        if config.eval_every_epoch and val_samples and procs.is_main:
+        if scored_each_epoch:
             emit(
                 ProgressEvent(
                     "eval",

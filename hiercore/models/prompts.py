@@ -76,13 +76,17 @@ def check_templates(templates: list[str] | tuple[str, ...]) -> list[str]:
 
 
 def node_context(taxonomy: Taxonomy, node_id: str) -> dict[str, str]:
-    names = taxonomy.path_names(node_id)
+    return _context(taxonomy.path_names(node_id), taxonomy.description(node_id))
+
+
+def _context(names: list[str], description: str) -> dict[str, str]:
+    """The template fields of a node from its name path and description."""
     return {
         "name": names[-1],
         "parent": names[-2] if len(names) > 1 else "",
         "root": names[0] if len(names) > 1 else "",
         "path": ", ".join(names),
-        "description": taxonomy.description(node_id).strip(),
+        "description": description.strip(),
     }
 
 
@@ -107,14 +111,7 @@ def nodes_prompts(taxonomy: Taxonomy, node_ids: list[str], templates: list[str])
         above = paths.get(n, [])
         for m in reversed(chain):
             above = paths[m] = [*above, taxonomy.name(m)]
-        names = paths[node]
-        ctx = {
-            "name": names[-1],
-            "parent": names[-2] if len(names) > 1 else "",
-            "root": names[0] if len(names) > 1 else "",
-            "path": ", ".join(names),
-            "description": taxonomy.description(node).strip(),
-        }
+        ctx = _context(paths[node], taxonomy.description(node))
         out.append(_filled(ctx, templates, fields))
     return out
 
