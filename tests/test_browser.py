@@ -72,6 +72,10 @@ def test_demo_train_and_results(browser, studio_url):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
         page.goto(studio_url)
+        # plotly.js is loaded and run at page load (by a figure never shown), so the
+        # first tab with a figure does not wait for it
+        page.locator(".plotly-warmup .js-plotly-plot").wait_for(state="attached", timeout=60_000)
+        assert not page.locator(".plotly-warmup").first.is_visible()
         page.get_by_role("button", name="Open the demo project").click()
         page.get_by_text("Project: Emoji demo").wait_for(timeout=90_000)
 

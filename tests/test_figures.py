@@ -13,6 +13,7 @@ import pytest
 from hiercore import figures as F
 from hiercore.embedding_map import Map2D, joint_umap, pca_2d, umap_2d
 from hiercore.figures.palette import BASE_COLORS, UNKNOWN_COLOR
+from hiercore.figures.tree import rings_drawn
 from hiercore.taxonomy.levels import LevelIndex
 from hiercore.taxonomy.tree import ROOT, Node, Taxonomy
 
@@ -149,6 +150,19 @@ def test_sunburst_handles_ten_thousand_leaves():
     assert len(trace.ids) == len(big) == 10 + 200 + 10_000
     assert trace.maxdepth == 3  # large trees show three rings at a time
     assert dict(zip(trace.ids, trace.values, strict=True))["t3"] == 2
+
+
+def test_rings_drawn_fits_whole_rings_in_the_budget():
+    # rings of 3, 10 and 100 sectors; "x" hangs off a parent that was not sent
+    ids = ["a", "b", "c"] + [f"m{i}" for i in range(10)] + [f"l{i}" for i in range(100)]
+    parents = ["", "", ""] + ["abc"[i % 3] for i in range(10)] + [f"m{i % 10}" for i in range(100)]
+    assert rings_drawn(ids, parents, 113) == -1  # all fit
+    assert rings_drawn(ids, parents, 112) == 2
+    assert rings_drawn(ids, parents, 13) == 2
+    assert rings_drawn(ids, parents, 1) == 2  # two rings at least
+    # "x" hangs off a parent that was not sent: it is drawn in the first ring
+    assert rings_drawn([*ids, "x"], [*parents, "gone"], 113) == 2
+    assert rings_drawn([*ids, "x"], [*parents, "gone"], 114) == -1
 
 
 # ---- confusion ---------------------------------------------------------------------------

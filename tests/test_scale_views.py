@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from hiercore.figures.tree import DRAWN_SECTORS
 from hiercore.store import Workspace
 from hiercore.taxonomy import ROOT, Node, Taxonomy
 from webapp.pickers import ALL_CHOICES_UP_TO, SEARCH_LIMIT, NodeSearch, node_picker, search_picker
@@ -49,6 +50,15 @@ def test_the_taxonomy_tab_sends_a_bounded_view_of_a_10k_leaf_tree(big):
     trace = view["sunburst"].data[0]
     assert 0 < len(trace.ids) <= SUNBURST_MAX_SECTORS
     assert "deeper ones hidden" in view["sunburst"].layout.title.text
+    # the rings drawn at once hold at most DRAWN_SECTORS; the others show on a click
+    assert trace.maxdepth >= 2
+    depth = {}
+    for node, parent in zip(trace.ids, trace.parents, strict=True):
+        depth[node] = depth.get(parent, 0) + 1
+    shown = sum(d <= trace.maxdepth for d in depth.values())
+    assert shown <= DRAWN_SECTORS < len(trace.ids)
+    assert sum(d <= trace.maxdepth + 1 for d in depth.values()) > DRAWN_SECTORS
+    assert "click a sector for its deeper rings" in view["sunburst"].layout.title.text
     assert sum(payload(v) for v in view.values()) < 400_000  # the old view sent > 5 MB
 
     leaf = "d4n4321"
