@@ -125,10 +125,27 @@ def search_picker(
     return gr.update(choices=choices)
 
 
+# Sent with each key press instead of the key event's text: the text in the box a moment
+# later. Gradio's dropdown shows every choice a search returns, and one answer in about
+# eight arrived after the answer to a later key press (the list for "Genus 1" under
+# "Genus 12"); answers to presses made within that moment now ask the same question, so
+# the order they land in no longer matters.
+QUERY_JS = """
+(pid, value, query) => new Promise((resolve) => setTimeout(() => {
+  const box = document.querySelector('#%s input');
+  resolve([pid, value, box ? box.value : query]);
+}, %d))
+"""
+QUERY_DELAY_MS = 120
+
+
 def attach_search(dropdown: gr.Dropdown, studio, project, with_root: bool = False) -> None:
     """Answer typing in `dropdown` with the project's matching nodes (large trees only)."""
+    if not dropdown.elem_id:
+        dropdown.elem_id = f"node-picker-{dropdown._id}"
+    query = gr.Textbox(visible=False)
 
-    def typed(pid, value, key_up: gr.KeyUpData):
+    def typed(pid, value, text, key_up: gr.KeyUpData):
         try:
             pid = studio.project_id(pid)
         except HierTuneError:  # no project open: nothing to search
@@ -141,12 +158,13 @@ def attach_search(dropdown: gr.Dropdown, studio, project, with_root: bool = Fals
             search = node_search(ws.taxonomy(pid, copy=False), key)
         if len(search) <= ALL_CHOICES_UP_TO:
             return gr.update()  # every choice is in the browser already
-        return search_picker(search, key_up.input_value, value, with_root)
+        return search_picker(search, text or key_up.input_value, value, with_root)
 
     dropdown.key_up(
         typed,
-        [project, dropdown],
+        [project, dropdown, query],
         dropdown,
+        js=QUERY_JS % (dropdown.elem_id, QUERY_DELAY_MS),
         # every key press is answered, in order: "always_last" re-runs with the first
         # press's event data, so the list would stay on the first letter
         trigger_mode="multiple",
