@@ -86,6 +86,19 @@ def node_search(tax: Taxonomy, key: tuple | None = None) -> NodeSearch:
     return search
 
 
+def project_search(ws, pid: int) -> NodeSearch:
+    """The `NodeSearch` of a project's current tree, shared by every picker and tab.
+
+    The version is read before the tree: an edit in between files the newer tree under
+    the older version, which no reader asks for again (the other order would keep the
+    older tree under the newer version until the next edit).
+    """
+    key = (str(ws.root), pid, ws.taxonomy_version(pid))
+    with _searches_lock:
+        search = _searches.get(key)
+    return search if search is not None else node_search(ws.taxonomy(pid, copy=False), key)
+
+
 def node_choices(tax: Taxonomy) -> list[tuple[str, str]]:
     """(path text, node id) for every node, depth-first."""
     return NodeSearch(tax).choices()
@@ -150,12 +163,7 @@ def attach_search(dropdown: gr.Dropdown, studio, project, with_root: bool = Fals
             pid = studio.project_id(pid)
         except HierTuneError:  # no project open: nothing to search
             return gr.update()
-        ws = studio.workspace
-        key = (str(ws.root), pid, ws.taxonomy_version(pid))
-        with _searches_lock:
-            search = _searches.get(key)
-        if search is None:
-            search = node_search(ws.taxonomy(pid, copy=False), key)
+        search = project_search(studio.workspace, pid)
         if len(search) <= ALL_CHOICES_UP_TO:
             return gr.update()  # every choice is in the browser already
         return search_picker(search, text or key_up.input_value, value, with_root)

@@ -21,7 +21,7 @@ from hiercore.ingest import ImportSummary, import_files
 from hiercore.review import review_order, review_scores
 from webapp.feedback import ok, problem, user_errors
 from webapp.literal import html_text, md_text
-from webapp.pickers import attach_search, node_picker
+from webapp.pickers import attach_search, node_picker, project_search
 from webapp.state import Studio
 from webapp.tabs import batch, curation
 from webapp.uploads import uploads_discarded
@@ -200,6 +200,9 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         ids, pos = cur["ids"], cur["pos"]
         return ids[pos] if 0 <= pos < len(ids) else None
 
+    def picker_update(pid: int, tax) -> dict:
+        return node_picker(tax, search=project_search(ws, pid))
+
     def view(pid, cur, with_suggestions, images=None):
         """Everything the labelling view shows for the cursor's image (`images` as in
         `build_queue`)."""
@@ -221,7 +224,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         image_id = current(cur)
         if image_id is None:
             msg = "Nothing to label in this queue." if not len(df) else "The queue is empty."
-            return (None, msg, node_picker(tax), "", "", *hidden, [], grid, "")
+            return (None, msg, picker_update(pid, tax), "", "", *hidden, [], grid, "")
         row = df.loc[image_id]
         text = image_info(row)
         pos_text = f"Image {cur['pos'] + 1} of {len(ids)}"
@@ -237,7 +240,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         return (
             row["path"],
             text,
-            node_picker(tax),  # empty, so typing searches at once; the label is in `text`
+            picker_update(pid, tax),  # empty, so typing searches at once; the label is in `text`
             pos_text,
             note,
             *buttons,
@@ -381,7 +384,7 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
         has_images = bool(len(images))
         # no suggestions here: opening a project should not wait for a model to load
         return (
-            node_picker(tax),
+            picker_update(pid, tax),
             gr.update(open=not has_images),
             mode,
             cur,

@@ -15,7 +15,7 @@ from hiercore.store.images import subtree_counts
 from hiercore.taxonomy import ROOT, Taxonomy
 from webapp.feedback import ok, user_errors
 from webapp.literal import md_text
-from webapp.pickers import attach_search, node_picker, node_search, text_tree
+from webapp.pickers import attach_search, node_picker, project_search, text_tree
 from webapp.state import Studio
 from webapp.uploads import uploads_discarded
 
@@ -54,7 +54,7 @@ def taxonomy_view(ws: Workspace, pid: int, selected: str | None) -> dict:
     """
     tax = ws.taxonomy(pid, copy=False)  # read only
     exact = exact_label_counts(ws, pid)
-    search = node_search(tax, (str(ws.root), pid, ws.taxonomy_version(pid)))
+    search = project_search(ws, pid)
     focus = None
     if selected in tax and len(tax) > SUNBURST_MAX_SECTORS:
         focus = tax.parent(selected)
