@@ -5,9 +5,13 @@
   name path), node_id, one column per level, split, source, tags. Cells that a
   spreadsheet would run as formulas are neutralised (`hiercore.spreadsheet.guard_cell`).
 - Hugging Face imagefolder: `train/` and `validation/` folders of images, each with a
-  `metadata.csv` whose `file_name` column names the image beside it and whose other
-  columns are the labels (`datasets.load_dataset("imagefolder", data_dir=...)` reads
-  them as features). An image without a pinned split goes to train.
+  `metadata.jsonl` whose `file_name` names the image beside it and whose other keys are
+  the labels (`datasets.load_dataset("imagefolder", data_dir=...)` reads them as
+  features). Every split gets the same types, which `datasets` requires: text is always
+  a string, "" where a label stops above a level or an image has no tag (with CSV, a
+  column empty in one split was read as numbers there and the load failed). JSON keeps
+  names exactly as typed; only the CSV manifest, made for spreadsheets, guards formula-like
+  cells. An image without a pinned split goes to train.
 - FiftyOne (`FiftyOneImageClassificationDataset`): `data/<stem>.<ext>` images and, per
   level, `labels_<level>.json` = {"classes": [...], "labels": {stem: class index or
   null}}; `labels.json` is the deepest level. An image whose label stops above a level
@@ -101,6 +105,15 @@ def _csv(columns: list[str], rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _jsonl(columns: list[str], rows: list[dict]) -> str:
+    """One JSON object per row; a missing text is "" so that every row has one type."""
+    lines = []
+    for row in rows:
+        out = {c: ("" if row[c] is None else row[c]) for c in columns}
+        lines.append(json.dumps(out, ensure_ascii=False))
+    return "\n".join(lines) + "\n"
+
+
 def fiftyone_labels(tax: Taxonomy, rows: list[dict]) -> dict[str, dict]:
     """Level column name -> the FiftyOne labels.json object of that level."""
     out = {}
@@ -133,7 +146,7 @@ def export_labels_zip(workspace, project_id: int, fmt: str, dest: str | Path) ->
                 part = [r for r in rows if (r["split"] == "val") == (split == "validation")]
                 if not part:
                     continue
-                zf.writestr(f"{split}/metadata.csv", _csv(columns, part))
+                zf.writestr(f"{split}/metadata.jsonl", _jsonl(columns, part))
                 for r in part:
                     zf.write(r["path"], f"{split}/{r['file_name']}")
         else:

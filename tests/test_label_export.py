@@ -64,17 +64,54 @@ def test_csv_manifest_has_levels_tags_and_guarded_cells(project, tmp_path):
     assert by_name["crow 1.png"]["image_id"] == str(ids[0])
 
 
+def jsonl(data: bytes) -> list[dict]:
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
 def test_imagefolder_layout_with_metadata_per_split(project, tmp_path):
     ws, pid, _ = project
     files = read_zip(export_labels_zip(ws, pid, "imagefolder", tmp_path / "x.zip"))
     for split, count in (("train", 4), ("validation", 1)):
-        meta = list(csv.DictReader(io.StringIO(files[f"{split}/metadata.csv"].decode())))
+        meta = jsonl(files[f"{split}/metadata.jsonl"])
         assert len(meta) == count
         for row in meta:
             image = files[f"{split}/{row['file_name']}"]
             assert Image.open(io.BytesIO(image)).size == (8, 8)
-    meta = list(csv.DictReader(io.StringIO(files["validation/metadata.csv"].decode())))
+            # one type per key in every split: text is "" where there is none
+            assert all(isinstance(row[k], str) for k in row if k != "image_id")
+    meta = jsonl(files["validation/metadata.jsonl"])
     assert meta[0]["label"] == "Laridae / Larus" and meta[0]["family"] == "Laridae"
+    by_label = {r["node_id"]: r for r in jsonl(files["train/metadata.jsonl"])}
+    assert by_label["evil"]["family"] == "=HYPERLINK(1)"  # JSON: names exactly as typed
+    assert by_label["corvidae"]["genus"] == ""  # a partial label stops at its family
+
+
+def test_imagefolder_export_loads_in_hugging_face_datasets(project, tmp_path, monkeypatch):
+    """The train split has a tag and a partial label, validation neither: with one
+    metadata.csv per split `datasets` read the empty columns as numbers there and refused
+    the splits' different features."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ws, pid, ids = project
+    with zipfile.ZipFile(export_labels_zip(ws, pid, "imagefolder", tmp_path / "x.zip")) as zf:
+        zf.extractall(tmp_path / "out")
+    ds = datasets.load_dataset(
+        "imagefolder", data_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache")
+    )
+    assert {k: len(v) for k, v in ds.items()} == {"train": 4, "validation": 1}
+    rows = {r["image_id"]: r for split in ds.values() for r in split}
+    assert set(rows) == set(ids)
+    crow = rows[ids[0]]
+    assert (crow["family"], crow["genus"], crow["tags"]) == (
+        "Corvidae",
+        "Corvidae / Corvus",
+        "blurry",
+    )
+    assert crow["image"].size == (8, 8)
+    assert rows[ids[1]]["genus"] == "" and rows[ids[2]]["label"] == ""
+    assert rows[ids[3]]["label"] == "Laridae / Larus" and rows[ids[3]]["tags"] == ""
+    assert rows[ids[4]]["family"] == "=HYPERLINK(1)"
 
 
 def test_fiftyone_classification_json_per_level(project, tmp_path):

@@ -13,7 +13,7 @@ from webapp.state import Studio
 
 EXPORT_CHOICES = [
     ("CSV manifest (labels only)", "csv"),
-    ("Hugging Face imagefolder (images + metadata.csv)", "imagefolder"),
+    ("Hugging Face imagefolder (images + metadata.jsonl)", "imagefolder"),
     ("FiftyOne classification JSON per level (images + labels)", "fiftyone"),
 ]
 
