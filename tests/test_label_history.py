@@ -128,13 +128,85 @@ def test_tags_and_review_requests(project):
     assert ws.review_requests(pid) == []
 
 
+def test_tag_and_review_changes_undo_exactly_what_they_changed(project):
+    ws, pid, _ids, images = project
+    ws.tag_images(pid, images[:1], "blurry")  # had it before the action to undo
+    assert ws.tag_images(pid, images[:3], "blurry") == 2
+    last = ws.last_selection_action(pid)
+    assert (last["kind"], last["tag"], last["images"]) == ("tag", "blurry", 2)
+    assert ws.undo_selection_action(pid, last["id"]) == 2
+    assert ws.image_tags(pid) == {images[0]: ["blurry"]}  # the older tag stays
+    with pytest.raises(HierTuneError, match="already undone"):
+        ws.undo_selection_action(pid, last["id"])
+
+    before = ws.image_tags(pid)
+    ws.untag_images(pid, images, "blurry")
+    assert ws.image_tags(pid) == {}
+    assert ws.undo_selection_action(pid, ws.last_selection_action(pid)["id"]) == 1
+    assert ws.image_tags(pid) == before
+
+    ws.request_review(pid, images[:1], "first")
+    ws.request_review(pid, images[:2], "second")  # images[0] is on the queue already
+    assert ws.undo_selection_action(pid, ws.last_selection_action(pid)["id"]) == 1
+    assert [(r["image_id"], r["reason"]) for r in ws.review_requests(pid)] == [(images[0], "first")]
+    requests = ws.review_requests(pid)
+    ws.resolve_review(pid, images[:1])
+    assert ws.review_requests(pid) == []
+    assert ws.undo_selection_action(pid, ws.last_selection_action(pid)["id"]) == 1
+    assert ws.review_requests(pid) == requests  # the same reason and time
+
+
+def test_an_undone_tag_keeps_what_a_later_change_did(project):
+    ws, pid, _ids, images = project
+    ws.tag_images(pid, images[:2], "check")
+    tagged = ws.last_selection_action(pid)["id"]
+    ws.untag_images(pid, images[:1], "check")
+    ws.tag_images(pid, images[:1], "check")  # added again by a later action
+    assert ws.undo_selection_action(pid, tagged) == 1  # only images[1]'s tag is its own
+    assert ws.image_tags(pid) == {images[0]: ["check"]}
+    # an action that changed nothing is not offered for undo
+    ws.undo_selection_action(pid, ws.last_selection_action(pid)["id"])
+    ws.untag_images(pid, images[2:], "check")
+    assert ws.last_selection_action(pid)["kind"] == "untag"
+    assert ws.last_selection_action(pid)["images"] == 1
+    with pytest.raises(HierTuneError, match="no tag or review change"):
+        ws.undo_selection_action(pid, 10_000)
+
+
+def test_a_version_4_workspace_gains_undoable_tags(tmp_path):
+    with Workspace(tmp_path / "ws") as ws:
+        pid = ws.create_project("p")
+        image = ws.add_images(pid, [("a.png", png_bytes(0))]).added[0]
+    conn = sqlite3.connect(tmp_path / "ws" / "hiertune.sqlite")
+    conn.execute("DROP TABLE selection_changes")
+    conn.execute("DROP TABLE selection_actions")
+    conn.execute("ALTER TABLE tags DROP COLUMN action_id")
+    conn.execute("ALTER TABLE review_requests DROP COLUMN action_id")
+    conn.execute(
+        "INSERT INTO tags (image_id, tag, added) VALUES (?, 'old', '2026-01-01')", (image,)
+    )
+    conn.execute("UPDATE schema_version SET version = 4")
+    conn.commit()
+    conn.close()
+    with Workspace(tmp_path / "ws") as ws:
+        ws.tag_images(pid, [image], "blurry")
+        ws.undo_selection_action(pid, ws.last_selection_action(pid)["id"])
+        assert ws.image_tags(pid) == {image: ["old"]}
+        ws.untag_images(pid, [image], "old")  # a tag written before schema 5
+        ws.undo_selection_action(pid, ws.last_selection_action(pid)["id"])
+        assert ws.image_tags(pid) == {image: ["old"]}
+    conn = sqlite3.connect(tmp_path / "ws" / "hiertune.sqlite")
+    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 5
+    conn.close()
+
+
 def test_a_version_2_workspace_gains_the_curation_tables(tmp_path):
-    from hiercore.store.database import CURATION_SCHEMA, SCHEMA
+    from hiercore.store.database import CURATION_SCHEMA, SCHEMA, SELECTION_SCHEMA
 
     root = tmp_path / "old"
     root.mkdir()
     conn = sqlite3.connect(root / "hiertune.sqlite")
-    for statement in SCHEMA[: len(SCHEMA) - len(CURATION_SCHEMA)]:
+    for statement in SCHEMA[: len(SCHEMA) - len(CURATION_SCHEMA) - len(SELECTION_SCHEMA)]:
         conn.execute(statement)
     conn.execute("INSERT INTO schema_version VALUES (2)")
     conn.commit()

@@ -28,7 +28,7 @@ from hiercore.taxonomy import Taxonomy
 from hiercore.taxonomy.delta import apply_deltas
 
 DB_NAME = "hiertune.sqlite"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -140,7 +140,41 @@ CURATION_SCHEMA = (
         added TEXT NOT NULL
     )""",
 )
-SCHEMA = SCHEMA + CURATION_SCHEMA
+# Version 5: tag and review changes are undoable. An action records exactly the rows it
+# added or removed, so that undo puts back what was there and nothing else.
+SELECTION_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS selection_actions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('tag', 'untag', 'review', 'resolve')),
+        tag TEXT,
+        created TEXT NOT NULL,
+        undone TEXT
+    )""",
+    # a row the action added or removed; `written_by` is the action that had written a
+    # removed row (tags and requests carry it in their `action_id`), NULL if none did
+    """CREATE TABLE IF NOT EXISTS selection_changes (
+        action_id INTEGER NOT NULL REFERENCES selection_actions(id) ON DELETE CASCADE,
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        reason TEXT,
+        added TEXT NOT NULL,
+        written_by INTEGER
+    )""",
+    "CREATE INDEX IF NOT EXISTS selection_changes_action ON selection_changes(action_id)",
+    "CREATE INDEX IF NOT EXISTS selection_actions_project ON selection_actions(project_id, id)",
+)
+SCHEMA = SCHEMA + CURATION_SCHEMA + SELECTION_SCHEMA
+
+
+def _add_action_columns(conn) -> None:
+    """Tags and review requests name the action that wrote them (schema 5), so that an
+    undo deletes a row only while it is the one its action wrote: timestamps alone could
+    not tell a tag from the same tag removed and added again within a millisecond."""
+    for table in ("tags", "review_requests"):
+        columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if "action_id" not in columns:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN action_id INTEGER")
+
 
 MAX_ROW_ID = 2**63 - 1
 """The largest id SQLite stores; a larger Python int cannot even be looked up."""
@@ -268,6 +302,7 @@ class Database:
             if not has_table:
                 for statement in SCHEMA:
                     conn.execute(statement)
+                _add_action_columns(conn)
                 conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
                 return
             version = conn.execute("SELECT version FROM schema_version").fetchone()[0]
@@ -288,6 +323,12 @@ class Database:
                     conn.execute("ALTER TABLE taxonomy_versions ADD COLUMN delta TEXT")
                 conn.execute("UPDATE schema_version SET version = 4")
                 version = 4
+            if version == 4:  # version 5 records tag and review changes for undo
+                for statement in SELECTION_SCHEMA:
+                    conn.execute(statement)
+                _add_action_columns(conn)
+                conn.execute("UPDATE schema_version SET version = 5")
+                version = 5
         if version > SCHEMA_VERSION:
             raise HierTuneError(
                 f"Workspace {self.root} was written by a newer HierTune "

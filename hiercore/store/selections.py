@@ -3,13 +3,18 @@
 A tag is a free word on an image ("blurry", "check-with-anna"); an image has any number.
 A review request puts an image on the review queue by hand, with the reason it was sent
 (the model-driven order of `hiercore.review` is computed, not stored).
+
+Every call that changes tags or requests is one action that `undo_selection_action` takes
+back: it records exactly the rows it added (to delete them) or removed (to put them back
+with their time and reason), so undoing a tag leaves the images that had the tag before
+it untouched. A row changed again by a later action keeps the later state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hiercore.errors import DataError
+from hiercore.errors import DataError, HierTuneError
 from hiercore.store.database import Database, utc_now
 
 
@@ -33,12 +38,16 @@ class Selections(Database):
             self._require_project(conn, project_id)
             self._require_images(conn, project_id, ids)
             now = utc_now()
+            action = _new_action(conn, project_id, "tag", tag, now)
             added = 0
             for image_id in ids:
                 cursor = conn.execute(
-                    "INSERT OR IGNORE INTO tags (image_id, tag, added) VALUES (?, ?, ?)",
-                    (int(image_id), tag, now),
+                    "INSERT OR IGNORE INTO tags (image_id, tag, added, action_id) "
+                    "VALUES (?, ?, ?, ?)",
+                    (int(image_id), tag, now, action),
                 )
+                if cursor.rowcount:
+                    _record(conn, action, int(image_id), None, now, None)
                 added += cursor.rowcount
             self._touch(conn, project_id, now)
         return added
@@ -50,13 +59,18 @@ class Selections(Database):
         with self._write() as conn:
             self._require_project(conn, project_id)
             self._require_images(conn, project_id, ids)
-            removed = sum(
-                conn.execute(
-                    "DELETE FROM tags WHERE image_id = ? AND tag = ?", (int(i), tag)
-                ).rowcount
-                for i in ids
-            )
-            self._touch(conn, project_id, utc_now())
+            now = utc_now()
+            action = _new_action(conn, project_id, "untag", tag, now)
+            removed = 0
+            for image_id in ids:
+                row = conn.execute(
+                    "DELETE FROM tags WHERE image_id = ? AND tag = ? RETURNING added, action_id",
+                    (int(image_id), tag),
+                ).fetchone()
+                if row is not None:
+                    _record(conn, action, int(image_id), None, row[0], row[1])
+                    removed += 1
+            self._touch(conn, project_id, now)
         return removed
 
     def image_tags(self, project_id: int) -> dict[int, list[str]]:
@@ -121,14 +135,18 @@ class Selections(Database):
             self._require_project(conn, project_id)
             self._require_images(conn, project_id, ids)
             now = utc_now()
-            added = sum(
-                conn.execute(
-                    "INSERT OR IGNORE INTO review_requests (image_id, reason, added) "
-                    "VALUES (?, ?, ?)",
-                    (int(i), str(reason or "sent by hand").strip()[:200], now),
-                ).rowcount
-                for i in ids
-            )
+            action = _new_action(conn, project_id, "review", None, now)
+            why = str(reason or "sent by hand").strip()[:200]
+            added = 0
+            for image_id in ids:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO review_requests (image_id, reason, added, action_id) "
+                    "VALUES (?, ?, ?, ?)",
+                    (int(image_id), why, now, action),
+                )
+                if cursor.rowcount:
+                    _record(conn, action, int(image_id), why, now, None)
+                added += cursor.rowcount
             self._touch(conn, project_id, now)
         return added
 
@@ -152,7 +170,99 @@ class Selections(Database):
         with self._write() as conn:
             self._require_project(conn, project_id)
             self._require_images(conn, project_id, ids)
-            return sum(
-                conn.execute("DELETE FROM review_requests WHERE image_id = ?", (int(i),)).rowcount
-                for i in ids
+            action = _new_action(conn, project_id, "resolve", None, utc_now())
+            resolved = 0
+            for image_id in ids:
+                row = conn.execute(
+                    "DELETE FROM review_requests WHERE image_id = ? "
+                    "RETURNING reason, added, action_id",
+                    (int(image_id),),
+                ).fetchone()
+                if row is not None:
+                    _record(conn, action, int(image_id), row[0], row[1], row[2])
+                    resolved += 1
+            return resolved
+
+    def last_selection_action(self, project_id: int) -> dict | None:
+        """The project's newest tag or review change not yet undone that changed
+        anything: id, kind, tag, created, images; None if there is none."""
+        with self._read() as conn:
+            self._require_project(conn, project_id)
+            row = conn.execute(
+                "SELECT a.id, a.kind, a.tag, a.created, COUNT(c.image_id) AS images "
+                "FROM selection_actions a JOIN selection_changes c ON c.action_id = a.id "
+                "WHERE a.project_id = ? AND a.undone IS NULL "
+                "GROUP BY a.id ORDER BY a.id DESC LIMIT 1",
+                (project_id,),
+            ).fetchone()
+        return dict(row) if row is not None else None
+
+    def undo_selection_action(self, project_id: int, action_id: int) -> int:
+        """Take back one tag or review change; returns how many images it changed back.
+
+        A tag or request it added is deleted only while it is the one it added (not
+        removed and added again since); one it removed comes back with its old time,
+        reason and writer unless the image has one again.
+        """
+        with self._write() as conn:
+            self._require_project(conn, project_id)
+            action = conn.execute(
+                "SELECT kind, tag, created, undone FROM selection_actions "
+                "WHERE id = ? AND project_id = ?",
+                (int(action_id), project_id),
+            ).fetchone()
+            if action is None:
+                raise HierTuneError(f"There is no tag or review change {action_id} here.")
+            if action["undone"] is not None:
+                raise HierTuneError(f"Tag or review change {action_id} was already undone.")
+            changes = conn.execute(
+                "SELECT image_id, reason, added, written_by FROM selection_changes "
+                "WHERE action_id = ?",
+                (int(action_id),),
+            ).fetchall()
+            kind, tag, now = action["kind"], action["tag"], utc_now()
+            undone = 0
+            for change in changes:
+                image_id, reason, added = change["image_id"], change["reason"], change["added"]
+                written_by = change["written_by"]
+                if kind == "tag":
+                    sql = "DELETE FROM tags WHERE image_id = ? AND tag = ? AND action_id = ?"
+                    args: tuple = (image_id, tag, action_id)
+                elif kind == "untag":
+                    sql = (
+                        "INSERT OR IGNORE INTO tags (image_id, tag, added, action_id) "
+                        "VALUES (?, ?, ?, ?)"
+                    )
+                    args = (image_id, tag, added, written_by)
+                elif kind == "review":
+                    sql = "DELETE FROM review_requests WHERE image_id = ? AND action_id = ?"
+                    args = (image_id, action_id)
+                else:
+                    sql = (
+                        "INSERT OR IGNORE INTO review_requests "
+                        "(image_id, reason, added, action_id) VALUES (?, ?, ?, ?)"
+                    )
+                    args = (image_id, reason, added, written_by)
+                undone += conn.execute(sql, args).rowcount
+            conn.execute(
+                "UPDATE selection_actions SET undone = ? WHERE id = ?", (now, int(action_id))
             )
+            self._touch(conn, project_id, now)
+        return undone
+
+
+def _new_action(conn, project_id: int, kind: str, tag: str | None, now: str) -> int:
+    return conn.execute(
+        "INSERT INTO selection_actions (project_id, kind, tag, created) VALUES (?, ?, ?, ?)",
+        (project_id, kind, tag, now),
+    ).lastrowid
+
+
+def _record(
+    conn, action: int, image_id: int, reason: str | None, added: str, written_by: int | None
+) -> None:
+    conn.execute(
+        "INSERT INTO selection_changes (action_id, image_id, reason, added, written_by) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (action, image_id, reason, added, written_by),
+    )
