@@ -93,6 +93,18 @@ def test_relabel_a_confusion_cell_undo_and_lasso_the_map(browser, studio):  # no
         page.locator("#selection-status").get_by_text("2 labels restored").wait_for(timeout=30_000)
         assert labels(st, pid) == before
 
+        # a tag on the cell's images, then its undo: only the tag it added goes
+        st.workspace.tag_images(pid, in_cell[:1], "check")  # there before the action
+        page.locator("#selection-tag input, #selection-tag textarea").first.fill("check")
+        page.get_by_role("button", name="Tag", exact=True).click()
+        page.locator("#selection-status").get_by_text("Tagged 1 images").wait_for(timeout=30_000)
+        assert st.workspace.image_tags(pid) == {i: ["check"] for i in in_cell}
+        page.locator("#selection-undo-tag").click()
+        page.locator("#selection-status").get_by_text("Undid tagging 'check'").wait_for(
+            timeout=30_000
+        )
+        assert st.workspace.image_tags(pid) == {in_cell[0]: ["check"]}
+
         # a lasso around the b1 cluster of the image map selects b1's images, no others
         page.get_by_role("tab", name="Embedding maps").click()
         page.get_by_role("button", name="Compute the maps (UMAP, cached per run)").click()

@@ -122,3 +122,18 @@ def prediction_rows(res, kind: str, level: int | None = None) -> list[int]:
     wrong = ((pred[:, cols] != true[:, cols]) & known).any(axis=1)
     rows = wrong if kind == "wrong" else ~wrong & known.any(axis=1)
     return [int(r) for r in rows.nonzero()[0]]
+
+
+def undo_selection_text(ws, pid: int) -> str:
+    """Undo the project's newest tag or review change; says what was undone."""
+    action = ws.last_selection_action(pid)
+    if action is None:
+        raise HierTuneError("There is no tag or review change to undo.")
+    n = ws.undo_selection_action(pid, action["id"])
+    what = {
+        "tag": f"tagging {action['tag']!r}",
+        "untag": f"untagging {action['tag']!r}",
+        "review": "sending to review",
+        "resolve": "taking off the review queue",
+    }[action["kind"]]
+    return f"Undid {what} of {action['images']} images ({n} changed back)."

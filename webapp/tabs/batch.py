@@ -98,6 +98,7 @@ def build_batch(
             new_tag = gr.Textbox(label="Tag all with", scale=2)
             tag_btn = gr.Button("Tag")
             review_btn = gr.Button("Send to review")
+            undo_tag_btn = gr.Button("Undo last tag / review")
         status = gr.Markdown()
     selection = gr.State([])
 
@@ -194,6 +195,11 @@ def build_batch(
             raise HierTuneError("Find some images first.")
         return ok(f"Sent {ws.request_review(pid, ids, 'sent from a batch')} images to review.")
 
+    @user_errors(1)
+    def undo_tag(pid):
+        pid = studio.project_id(pid)
+        return ok(curation.undo_selection_text(ws, pid))
+
     def choices(pid, node):
         try:
             return node_picker(ws.taxonomy(studio.project_id(pid)), node)
@@ -208,3 +214,4 @@ def build_batch(
     undo_btn.click(undo, project, status, **private)
     tag_btn.click(tag_all, [project, selection, new_tag], status, **private)
     review_btn.click(review, [project, selection], status, **private)
+    undo_tag_btn.click(undo_tag, project, status, **private)

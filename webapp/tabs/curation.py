@@ -118,6 +118,7 @@ def build_selection(
             tag_btn = gr.Button("Tag")
             untag_btn = gr.Button("Untag")
             review_btn = gr.Button("Send to review")
+            undo_tag_btn = gr.Button("Undo last tag / review", elem_id="selection-undo-tag")
             remove_btn = gr.Button("Remove from project", variant="stop")
         status = gr.Markdown(elem_id="selection-status")
 
@@ -247,6 +248,13 @@ def build_selection(
         n = ws.request_review(pid, ids, "sent from the Results tab")
         return ok(f"Sent {n} images to the review queue."), *selection_view(studio, pid, ids)
 
+    @user_errors(len(acted))
+    def undo_tag(run_id, ids):
+        if not run_id:
+            raise HierTuneError("Pick a finished run.")
+        pid = ws.get_run(int(run_id))["project_id"]
+        return ok(curation.undo_selection_text(ws, pid)), *selection_view(studio, pid, ids)
+
     @user_errors(len(shown) + 1)
     def remove(run_id, ids, armed):
         """Removal deletes the files and cannot be undone: the first click only asks."""
@@ -263,6 +271,7 @@ def build_selection(
 
     relabel_btn.click(relabel, [run, selection, target], acted, **private)
     undo_btn.click(undo, [run, selection], acted, **private)
+    undo_tag_btn.click(undo_tag, [run, selection], acted, **private)
     tag_btn.click(lambda r, s, w: tagging(r, s, w, True), [run, selection, tag], acted, **private)
     untag_btn.click(
         lambda r, s, w: tagging(r, s, w, False), [run, selection, tag], acted, **private
