@@ -25,6 +25,7 @@ the fast step per LoRA setting, each in its own process (peak RSS, VmHWM, on CPU
     python -m benchmarks.bench_train_step --part demo --repeats 5
     python -m benchmarks.bench_train_step --part tenk --tenk-lora both
     python -m benchmarks.bench_train_step --device cuda --batch 256
+    python -m benchmarks.bench_train_step --device cuda --batch 256 --part demo --model ViT-B-16
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def amp(device: torch.device):
 
 
 # ---------------------------------------------------------------------- part 1: the demo
-def demo_steps(lora: str, batch: int, device: torch.device) -> dict:
+def demo_steps(lora: str, batch: int, device: torch.device, model: str = "default") -> dict:
     """The three steps of the module docstring, as callables over one model."""
     from hiercore.config import RunConfig
     from hiercore.data import ImageLabelDataset, samples_from_manifest
@@ -76,7 +77,7 @@ def demo_steps(lora: str, batch: int, device: torch.device) -> dict:
     from hiercore.train_step import StepLoss, loss_options
     from hiercore.training import adamw, build_model
 
-    config = RunConfig(lora=lora, batch_size=batch)
+    config = RunConfig(model=model, lora=lora, batch_size=batch)
     taxonomy = load_taxonomy(DEMO_DIR / "taxonomy.csv")
     _, samples = samples_from_manifest(DEMO_DIR / "manifest.csv", taxonomy)
     samples = [s for s in samples if s.split == "train"]
@@ -199,16 +200,19 @@ def interleaved(steps: dict, repeats: int, warmup: int, device: torch.device) ->
 
 def part_demo(args, device: torch.device) -> None:
     print(
-        f"demo: default model, batch {args.batch}, device {device}, "
+        f"demo: {args.model} model, batch {args.batch}, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        + ", "
         f"{torch.get_num_threads()} threads; median of {args.repeats} interleaved steps"
     )
     for lora in args.lora:
-        bench = demo_steps(lora, args.batch, device)
+        bench = demo_steps(lora, args.batch, device, args.model)
         t = interleaved(bench["steps"], args.repeats, args.warmup, device)
         print(
             f"  LoRA {lora:6s}: plain {t['plain'] * 1e3:7.0f} ms, old {t['old'] * 1e3:7.0f} ms, "
             f"fast {t['fast'] * 1e3:7.0f} ms | plain/fast {t['plain'] / t['fast']:.2f}x, "
-            f"old/fast {t['old'] / t['fast']:.2f}x | once: frozen tower "
+            f"old/fast {t['old'] / t['fast']:.2f}x | fast {args.batch / t['fast']:,.0f} img/s, "
+            f"plain {args.batch / t['plain']:,.0f} img/s | once: frozen tower "
             f"{bench['setup_s']:.1f} s, image decode {bench['decode_s']:.1f} s | prompts "
             f"{bench['prompts']} -> {bench['prompts_encoded']} encoded"
             + (f" | host syncs/step {t['fast_syncs_per_step']:g}" if device.type == "cuda" else ""),
@@ -339,6 +343,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--part", choices=["demo", "tenk", "all"], default="all")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="the demo part's backbone: 'default', or an open_clip architecture such as "
+        "ViT-B-16 (random weights: step time does not depend on them)",
+    )
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
