@@ -2,7 +2,9 @@
 
 Opens the iNaturalist-shaped project of `benchmarks.scale_project`, times until the
 Taxonomy tab's sunburst is drawn, then searches a genus in the node picker, renames it and
-times until the edit's message and the redrawn tab are there.
+times until the edit's message and the redrawn tab are there; then opens the Results tab
+on a finished run of 5,000 validation images and times its headline and leaf confusion,
+and the confusion at another level.
 
     OMP_NUM_THREADS=1 python -m benchmarks.bench_scale_browser [--chromium /usr/bin/chromium]
 """
@@ -16,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.scale_project import scale_workspace
+from benchmarks.scale_project import scale_run, scale_workspace
 from hiercore.taxonomy import ROOT
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -41,7 +43,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ws"
-        ws, _ = scale_workspace(root, 20000)
+        ws, pid = scale_workspace(root, 20000)
+        scale_run(ws, pid, 5000)
         ws.close()
         port = free_port()
         app, studio = launch(root, port=port, prevent_thread_lock=True)
@@ -92,6 +95,23 @@ def main() -> None:
                 page.get_by_text("Taxonomy: 16,328 nodes").first.wait_for(timeout=120_000)
                 tab = time.perf_counter() - start
                 print(f"open the Taxonomy tab of the open project, drawn: {tab:6.2f} s")
+
+                # Results: the run's headline and its leaf-level confusion (10,000 classes
+                # grouped to at most 60), then the confusion at another level
+                start = time.perf_counter()
+                page.get_by_role("tab", name="Results").click()
+                page.locator("#results-headline").get_by_text("FPA").first.wait_for(timeout=120_000)
+                page.locator("#confusion-plot .js-plotly-plot .hm").first.wait_for(timeout=120_000)
+                shown = time.perf_counter() - start
+                print(f"open the Results tab, headline and leaf confusion drawn: {shown:6.2f} s")
+                start = time.perf_counter()
+                page.get_by_label("Level", exact=True).click()
+                page.get_by_role("option", name="3. class").click()
+                page.locator("#confusion-plot .js-plotly-plot .gtitle").filter(
+                    has_text="class"
+                ).first.wait_for(timeout=120_000)
+                other = time.perf_counter() - start
+                print(f"confusion at level 3 (51 classes) drawn: {other:6.2f} s")
                 browser.close()
         finally:
             app.close()

@@ -164,3 +164,33 @@ def test_the_studio_rebuilds_its_zero_shot_predictor_after_an_edit_from_cached_p
         assert prompts.encoded - encoded == len(new) > 0
     finally:
         studio.close()
+
+
+def test_the_results_tab_sends_a_bounded_subtree_table_at_10k_leaves(tmp_path):
+    """Every inconsistent subtree was one row of the table sent with each run (3,645 rows,
+    0.3 MB, for 5,000 images at iNaturalist's size): now the most inconsistent 200."""
+    from benchmarks.scale_project import scale_run, scale_workspace
+    from webapp.app import build_app
+    from webapp.state import Studio
+    from webapp.tabs.results import SUBTREE_ROWS
+
+    ws, pid = scale_workspace(tmp_path / "ws", 2000)
+    run_id = scale_run(ws, pid, 2000)
+    ws.close()
+    studio = Studio(tmp_path / "ws")
+    try:
+        fns = {f.api_name: f.fn for f in build_app(studio).fns.values() if f.api_name}
+        out = fns["run_and_confusion"](run_id, "independent")
+        subtrees = out[7]  # after status, headline, four figures and pickers, the table
+        table = subtrees["value"]
+        everything = studio.results(run_id).inconsistency_table("independent")
+        inconsistent = everything[everything["n_inconsistent"] > 0]
+        assert len(inconsistent) > SUBTREE_ROWS
+        assert len(table) == SUBTREE_ROWS
+        assert f"of {len(inconsistent):,}" in subtrees["label"]
+        assert out[8] is not None  # the leaf confusion comes in the same answer
+        # the rows kept are the first ones, which a click on row i opens
+        assert table["subtree"].tolist() == inconsistent["subtree"].head(SUBTREE_ROWS).tolist()
+        assert table["n_inconsistent"].is_monotonic_decreasing
+    finally:
+        studio.close()
