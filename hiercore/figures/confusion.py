@@ -276,8 +276,6 @@ def top_confusions(
         shared += anc[ti] == anc[pi]
     table = pd.DataFrame(
         {
-            "true_path": [path_label(tax, index.node_at(level - 1, int(a))) for a in ti],
-            "predicted_path": [path_label(tax, index.node_at(level - 1, int(b))) for b in pi],
             "count": counts.astype(np.int64),
             "lca_height": (level - shared).astype(np.int64),
             "true_index": ti.astype(np.int64),
@@ -289,4 +287,15 @@ def top_confusions(
         ascending=[False, False, True, True],
         kind="stable",
     )
-    return table.head(k).reset_index(drop=True)
+    table = table.head(k).reset_index(drop=True)
+    # names for the rows kept only (at 10k leaves: 20 instead of 8,000 path walks)
+    node = index.node_at
+    table.insert(
+        0, "true_path", [path_label(tax, node(level - 1, int(a))) for a in table["true_index"]]
+    )
+    table.insert(
+        1,
+        "predicted_path",
+        [path_label(tax, node(level - 1, int(b))) for b in table["predicted_index"]],
+    )
+    return table
