@@ -39,16 +39,15 @@ class Selections(Database):
             self._require_images(conn, project_id, ids)
             now = utc_now()
             action = _new_action(conn, project_id, "tag", tag, now)
-            added = 0
-            for image_id in ids:
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO tags (image_id, tag, added, action_id) "
-                    "VALUES (?, ?, ?, ?)",
-                    (int(image_id), tag, now, action),
-                )
-                if cursor.rowcount:
-                    _record(conn, action, int(image_id), None, now, None)
-                added += cursor.rowcount
+            added = _add_rows(
+                conn,
+                action,
+                ids,
+                "INSERT OR IGNORE INTO tags (image_id, tag, added, action_id) VALUES (?, ?, ?, ?)",
+                tag,
+                None,
+                now,
+            )
             self._touch(conn, project_id, now)
         return added
 
@@ -61,15 +60,13 @@ class Selections(Database):
             self._require_images(conn, project_id, ids)
             now = utc_now()
             action = _new_action(conn, project_id, "untag", tag, now)
-            removed = 0
-            for image_id in ids:
-                row = conn.execute(
-                    "DELETE FROM tags WHERE image_id = ? AND tag = ? RETURNING added, action_id",
-                    (int(image_id), tag),
-                ).fetchone()
-                if row is not None:
-                    _record(conn, action, int(image_id), None, row[0], row[1])
-                    removed += 1
+            removed = _remove_rows(
+                conn,
+                action,
+                ids,
+                "DELETE FROM tags WHERE image_id = ? AND tag = ? RETURNING NULL, added, action_id",
+                tag,
+            )
             self._touch(conn, project_id, now)
         return removed
 
@@ -137,16 +134,16 @@ class Selections(Database):
             now = utc_now()
             action = _new_action(conn, project_id, "review", None, now)
             why = str(reason or "sent by hand").strip()[:200]
-            added = 0
-            for image_id in ids:
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO review_requests (image_id, reason, added, action_id) "
-                    "VALUES (?, ?, ?, ?)",
-                    (int(image_id), why, now, action),
-                )
-                if cursor.rowcount:
-                    _record(conn, action, int(image_id), why, now, None)
-                added += cursor.rowcount
+            added = _add_rows(
+                conn,
+                action,
+                ids,
+                "INSERT OR IGNORE INTO review_requests (image_id, reason, added, action_id) "
+                "VALUES (?, ?, ?, ?)",
+                why,
+                why,
+                now,
+            )
             self._touch(conn, project_id, now)
         return added
 
@@ -171,17 +168,12 @@ class Selections(Database):
             self._require_project(conn, project_id)
             self._require_images(conn, project_id, ids)
             action = _new_action(conn, project_id, "resolve", None, utc_now())
-            resolved = 0
-            for image_id in ids:
-                row = conn.execute(
-                    "DELETE FROM review_requests WHERE image_id = ? "
-                    "RETURNING reason, added, action_id",
-                    (int(image_id),),
-                ).fetchone()
-                if row is not None:
-                    _record(conn, action, int(image_id), row[0], row[1], row[2])
-                    resolved += 1
-            return resolved
+            return _remove_rows(
+                conn,
+                action,
+                ids,
+                "DELETE FROM review_requests WHERE image_id = ? RETURNING reason, added, action_id",
+            )
 
     def last_selection_action(self, project_id: int) -> dict | None:
         """The project's newest tag or review change not yet undone that changed
@@ -256,6 +248,29 @@ def _new_action(conn, project_id: int, kind: str, tag: str | None, now: str) -> 
         "INSERT INTO selection_actions (project_id, kind, tag, created) VALUES (?, ?, ?, ?)",
         (project_id, kind, tag, now),
     ).lastrowid
+
+
+def _add_rows(conn, action: int, ids, sql: str, value: str, reason, now: str) -> int:
+    """Insert one row per image with `sql` (image id, `value`, time, action id; an image
+    that has the row already is left as it is) and record the rows added; how many."""
+    added = 0
+    for image_id in ids:
+        if conn.execute(sql, (int(image_id), value, now, action)).rowcount:
+            _record(conn, action, int(image_id), reason, now, None)
+            added += 1
+    return added
+
+
+def _remove_rows(conn, action: int, ids, sql: str, *args) -> int:
+    """Delete each image's row with `sql` (image id, `args`; it returns the row's reason,
+    time and writer) and record the rows removed; how many."""
+    removed = 0
+    for image_id in ids:
+        row = conn.execute(sql, (int(image_id), *args)).fetchone()
+        if row is not None:
+            _record(conn, action, int(image_id), row[0], row[1], row[2])
+            removed += 1
+    return removed
 
 
 def _record(
