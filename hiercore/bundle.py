@@ -16,7 +16,7 @@ from pathlib import Path
 from hiercore.config import RunConfig
 from hiercore.errors import HierTuneError
 from hiercore.models.loading import DEFAULT_MODEL_DIR, DEFAULT_TEMPLATES
-from hiercore.models.prompts import check_templates, node_prompts
+from hiercore.models.prompts import check_templates, nodes_prompts
 from hiercore.run_folder import (
     ADAPTER,
     CONFIG,
@@ -71,11 +71,13 @@ def run_templates(config: RunConfig) -> list[str]:
 
 def bundle_prompts(taxonomy: Taxonomy, templates: list[str]) -> dict:
     """The prompts.json content: templates and every node's prompts, keyed by node id."""
+    nodes = list(taxonomy.iter_dfs())
+    prompts = nodes_prompts(taxonomy, nodes, templates)
     return {
         "templates": list(templates),
         "nodes": {
-            n: {"path": taxonomy.path_names(n), "prompts": node_prompts(taxonomy, n, templates)}
-            for n in taxonomy.iter_dfs()
+            n: {"path": taxonomy.path_names(n), "prompts": ps}
+            for n, ps in zip(nodes, prompts, strict=True)
         },
     }
 

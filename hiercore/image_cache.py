@@ -97,7 +97,10 @@ class DecodedImages(Dataset):
     def plain(self, start: int, stop: int) -> torch.Tensor:
         """Images `start:stop` normalised without a random crop: what the evaluation
         transform gives (a shortest-side resize and centre crop, as they were decoded)."""
-        return (self.pixels[start:stop].float() - self.mean) / self.std
+        return self._normalised(self.pixels[start:stop])
+
+    def _normalised(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels.float() - self.mean) / self.std
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(i))) & (2**63 - 1))
@@ -112,7 +115,7 @@ class DecodedImages(Dataset):
             interpolation=v2.InterpolationMode.BICUBIC,
             antialias=True,
         )
-        return (image.float() - self.mean) / self.std, self.targets[i]
+        return self._normalised(image), self.targets[i]
 
 
 def _crop_and_normalise(transform):

@@ -12,26 +12,12 @@ from __future__ import annotations
 
 import pytest
 from test_browser import browser, free_port  # noqa: F401
+from test_scale_views import layered_taxonomy
 
-from hiercore.taxonomy import ROOT, Node, Taxonomy
 from webapp import pickers
 from webapp.pickers import ALL_CHOICES_UP_TO, search_picker
 
 pytestmark = pytest.mark.browser
-
-
-def wide_tree() -> Taxonomy:
-    """5 / 50 / 1,500 nodes named "rank<depth> <index>"."""
-    nodes, level = [], [ROOT]
-    for depth, width in enumerate((5, 10, 30), start=1):
-        below = []
-        for k, parent in enumerate(level):
-            for c in range(width):
-                node = f"d{depth}n{k * width + c}"
-                nodes.append(Node(node, f"rank{depth} {k * width + c}", parent))
-                below.append(node)
-        level = below
-    return Taxonomy.from_nodes(nodes)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +27,7 @@ def studio_url(tmp_path_factory):
     port = free_port()
     app, studio = launch(tmp_path_factory.mktemp("workspace"), port=port, prevent_thread_lock=True)
     pid = studio.workspace.create_project("wide")
-    studio.workspace.set_taxonomy(pid, wide_tree())
+    studio.workspace.set_taxonomy(pid, layered_taxonomy((5, 10, 30)))  # 1,555 nodes
     try:
         yield f"http://127.0.0.1:{port}/", studio, pid
     finally:

@@ -16,8 +16,14 @@ from webapp.tabs.taxonomy import SUNBURST_MAX_SECTORS, taxonomy_view
 
 def ten_k_taxonomy() -> Taxonomy:
     """5 / 50 / 1,000 / 10,000 nodes: each node has 10 children, the first level 5."""
+    return layered_taxonomy((5, 10, 20, 10))
+
+
+def layered_taxonomy(widths: tuple[int, ...]) -> Taxonomy:
+    """`widths[0]` top nodes, each node of depth d with `widths[d]` children, named
+    "rank<depth> <index>" with ids "d<depth>n<index>"."""
     nodes, level = [], [ROOT]
-    for depth, width in enumerate((5, 10, 20, 10), start=1):
+    for depth, width in enumerate(widths, start=1):
         below = []
         for k, parent in enumerate(level):
             for c in range(width):
