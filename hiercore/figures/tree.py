@@ -23,7 +23,7 @@ AUTO_MAXDEPTH_NODES = 2000
 DRAWN_SECTORS = 400
 """With `max_sectors`, the rings drawn at once hold about this many sectors; the deeper
 rings sent with them show when a sector is clicked. Chromium draws 1,443 sectors of the
-10k-leaf tree in about 0.4 s and their top 340 in 0.1 s."""
+10k-leaf tree in about 0.4 s and their top 340 in 0.1 s (`benchmarks.bench_sunburst_draw`)."""
 
 
 @dataclass
