@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,14 @@ SMALL_NODES = [
     ("felis", "Felis", "felidae", ""),
     ("panthera", "Panthera", "felidae", ""),
 ]
+
+
+@pytest.fixture(autouse=True)
+def unfrozen_heap():
+    """The studio's `launch` freezes the objects alive at start-up (`webapp.app`); in a test
+    process those include earlier tests' apps, which would then never be collected."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture
