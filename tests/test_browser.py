@@ -47,7 +47,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def studio_url(tmp_path_factory):
+def studio(tmp_path_factory):
+    """(url, app) of a studio on a fresh workspace."""
     saved = {k: os.environ.get(k) for k in ("HIERTUNE_MODEL", "HIERTUNE_DEMO_MAX_STEPS")}
     os.environ["HIERTUNE_MODEL"] = "tiny-random"
     os.environ["HIERTUNE_DEMO_MAX_STEPS"] = "3"
@@ -56,7 +57,7 @@ def studio_url(tmp_path_factory):
     port = free_port()
     app, studio = launch(tmp_path_factory.mktemp("workspace"), port=port, prevent_thread_lock=True)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", app
     finally:
         app.close()
         studio.close()
@@ -67,7 +68,13 @@ def studio_url(tmp_path_factory):
                 os.environ[k] = v
 
 
-def test_demo_train_and_results(browser, studio_url):
+def fn_ids(app, name: str) -> set[int]:
+    """The ids of the app's event handlers whose function is called `name`."""
+    return {i for i, f in app.fns.items() if getattr(f.fn, "__name__", "") == name}
+
+
+def test_demo_train_and_results(browser, studio):
+    studio_url, app = studio
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
@@ -94,6 +101,26 @@ def test_demo_train_and_results(browser, studio_url):
         assert title.inner_text().startswith("FPA ") and "TICE" in title.inner_text()
         heatmap = page.locator("#confusion-plot .js-plotly-plot .hm")
         heatmap.first.wait_for(timeout=60_000)
+
+        # picking a level asks for its confusion once (the dropdown's input event fired
+        # on the pick and again on the blur, and each computed the view)
+        confusion_fns = fn_ids(app, "confusion_views")
+        asked = []
+        page.on(
+            "request",
+            lambda r: (
+                asked.append(r)
+                if "/queue/join" in r.url and r.post_data_json.get("fn_index") in confusion_fns
+                else None
+            ),
+        )
+        page.get_by_label("Level", exact=True).click()
+        page.get_by_role("option", name="1. category").click()
+        page.locator("#confusion-plot .gtitle").filter(has_text="Confusion at category:").wait_for(
+            timeout=30_000
+        )
+        page.wait_for_timeout(1000)  # a second request came 30 ms after the first
+        assert len(asked) == 1
 
         # a click on a cell opens the images behind it
         area = page.locator("#confusion-plot .nsewdrag").first

@@ -264,7 +264,8 @@ def build(studio: Studio, project: gr.BrowserState) -> AnnotateTab:
 
     queue_inputs = [project, queue_mode, suggest_on]
     rebuild_btn.click(rebuild, queue_inputs, shown_outputs, api_visibility="private")
-    queue_mode.input(rebuild, queue_inputs, shown_outputs, api_visibility="private")
+    # select: input fires twice on a mouse pick (see the Results tab's level picker)
+    queue_mode.select(rebuild, queue_inputs, shown_outputs, api_visibility="private")
 
     @user_errors(len(shown_outputs))
     def step(pid, cur, with_suggestions, delta):

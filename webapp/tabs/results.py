@@ -363,7 +363,9 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
         [*run_outputs, *conf_outputs[1:]],
         api_visibility="private",
     )
-    level.input(confusion_views, [run, level, decoding], conf_outputs, api_visibility="private")
+    # select, not input: a pick with the mouse fired input twice (on the pick and on the
+    # blur), and the view was computed twice side by side
+    level.select(confusion_views, [run, level, decoding], conf_outputs, api_visibility="private")
     decoding.change(confusion_views, [run, level, decoding], conf_outputs, api_visibility="private")
 
     @user_errors(3)
@@ -480,7 +482,7 @@ def build(studio: Studio, project: gr.BrowserState) -> ResultsTab:
             return "", gr.skip(), gr.skip()
         return "", gr.skip(), image_map_figure(res, lvl)
 
-    map_level.input(
+    map_level.select(
         recolour, [run, map_level], [status, nodes_plot, images_plot], api_visibility="private"
     )
 
