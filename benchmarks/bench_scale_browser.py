@@ -68,7 +68,7 @@ CLOCK_JS = """() => {
   const bench = (window.__bench = { conditions: null });
   const visible = (el) => el.checkVisibility();
   const met = () => bench.conditions.every(([selector, text]) =>
-    [...document.querySelectorAll(selector || 'body *')].some(
+    [...document.querySelectorAll(selector)].some(
       (el) => el.textContent.includes(text) && visible(el)));
   const pressed = (ev) => {
     if (bench.conditions && bench.start === null) bench.start = ev.timeStamp;
@@ -95,7 +95,8 @@ class PageClock:
         self._began = 0.0
 
     def arm(self, *conditions: list[str]) -> None:
-        """Wait for elements matching each [selector, text] ("" selector: any element)."""
+        """Wait for a visible element matching each [selector, text] (its own text or its
+        descendants': use a selector that hides nothing else)."""
         self.page.evaluate(
             "(c) => Object.assign(window.__bench, {conditions: c, start: null, seen: false,"
             " shown: null})",
@@ -147,7 +148,7 @@ def main() -> None:
                 picker = page.get_by_label("Open a project")
                 picker.click()
                 page.get_by_role("option", name="iNat-like 10k").click()
-                clock.arm(["", "Taxonomy: 16,327 nodes"])
+                clock.arm([".js-plotly-plot .gtitle", "Taxonomy: 16,327 nodes"])
                 page.get_by_role("button", name="Open", exact=True).click()
                 page.get_by_role("tab", name="Taxonomy").click()
                 page.get_by_text("Taxonomy: 16,327 nodes").first.wait_for(timeout=120_000)
@@ -178,7 +179,7 @@ def main() -> None:
                 pid = int(projects.loc[projects["name"] == "iNat-like 10k", "id"].iloc[0])
                 studio.workspace.add_node(pid, "Tab probe", ROOT)
                 page.get_by_role("tab", name="Projects").click()
-                clock.arm(["", "Taxonomy: 16,328 nodes"])
+                clock.arm([".js-plotly-plot .gtitle", "Taxonomy: 16,328 nodes"])
                 page.get_by_role("tab", name="Taxonomy").click()
                 page.get_by_text("Taxonomy: 16,328 nodes").first.wait_for(timeout=120_000)
                 clock.report("open the Taxonomy tab of the open project, drawn")
