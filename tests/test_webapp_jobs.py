@@ -113,3 +113,42 @@ def test_a_project_without_runs_redraws_the_curves_it_inherited():
     assert curve_key(None, None) != curve_key(7, running)
     assert curve_key(7, running) != curve_key(7, {**running, "step": 4})
     assert curve_key(7, running) == curve_key(7, dict(running))
+
+
+def test_a_train_tab_tick_sends_only_what_changed(tmp_path):
+    """Every open page polls every 1.5 s: the bar, status, curves and runs table go out
+    only when they differ from what the page shows, not on every tick."""
+    import gradio as gr
+
+    from hiercore.store import Workspace
+    from webapp.tabs import train
+
+    with Workspace(tmp_path / "ws") as ws:
+        pid = ws.create_project("p")
+        run_id = ws.create_run(pid, "first", {})
+        ws.update_run(run_id, state="failed", error="boom")
+    studio = Studio(tmp_path / "ws")
+    try:
+        with gr.Blocks() as app:
+            train.build(studio, gr.BrowserState(None))
+        # the timer's handler (the same function follows a start, a resume, a pick)
+        tick = next(f.fn for f in app.fns.values() if f.fn.__name__ == "snapshot")
+
+        def sent(values) -> list[bool]:
+            return [not (isinstance(v, dict) and v == gr.skip()) for v in values]
+
+        first = tick(pid, None, None)
+        assert sent(first) == [True] * 5  # a fresh page gets everything
+        bar, text, fig, shown, table = tick(pid, None, first[3])
+        assert sent([bar, text, fig, table]) == [False] * 4
+
+        studio.workspace.update_run(run_id, name="renamed")
+        bar, text, fig, shown, table = tick(pid, None, shown)
+        assert sent([bar, text, fig, table]) == [False, True, False, True]  # status names it
+        assert list(table["name"]) == ["renamed"]
+
+        studio.workspace.update_run(run_id, state="stopped")
+        bar, text, fig, shown, table = tick(pid, None, shown)
+        assert sent([text, fig, table]) == [True, True, True]
+    finally:
+        studio.close()

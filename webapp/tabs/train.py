@@ -406,7 +406,8 @@ def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
         pd.DataFrame(columns=RUN_COLUMNS), interactive=False, label="Runs of this project"
     )
     timer = gr.Timer(1.5)
-    drawn = gr.State(None)  # what the curve plot shows, so a tick redraws only on change
+    # what the page shows (curve key, bar, status, table rows): a tick sends only what changed
+    drawn = gr.State(None)
 
     def snapshot(pid, chosen, last):
         try:
@@ -416,8 +417,18 @@ def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
         run_id = watched_run(studio, pid, chosen)
         status = studio.queue.status(run_id) if run_id else None
         key = curve_key(run_id, status)
-        fig = gr.skip() if key == last else training_curves_figure(live_history(studio, status))
-        return progress_html(status), status_text(status), fig, key, project_runs(studio, pid)
+        bar, text, table = progress_html(status), status_text(status), project_runs(studio, pid)
+        rows = tuple(table.itertuples(index=False))
+        before = last if isinstance(last, tuple) and len(last) == 4 else (None,) * 4
+        same_curves = key == before[0]
+        fig = gr.skip() if same_curves else training_curves_figure(live_history(studio, status))
+        return (
+            gr.skip() if bar == before[1] else bar,
+            gr.skip() if text == before[2] else text,
+            fig,
+            (key, bar, text, rows),
+            gr.skip() if rows == before[3] else table,
+        )
 
     live_outputs = [bar, run_status, curves, drawn, runs_table]
     timer.tick(
