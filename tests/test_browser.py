@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,18 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         yield b
         b.close()
+
+
+@contextmanager
+def project_page(browser, url: str, project: str):
+    """A 1400 x 1000 page of the studio at `url` once it shows `project` open; closed after."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(url)
+        page.get_by_text(f"Project: {project}").wait_for(timeout=60_000)
+        yield page
+    finally:
+        page.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import re
 
 import pytest
 from curation_project import add_run, finished_run, generated_run, map_coords
-from test_browser import ARGS, ARTIFACTS, CHROMIUM, browser, free_port  # noqa: F401
+from test_browser import ARGS, ARTIFACTS, CHROMIUM, browser, free_port, project_page  # noqa: F401
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
@@ -71,10 +71,7 @@ def test_relabel_a_confusion_cell_undo_and_lasso_the_map(browser, studio):  # no
     url, st, pid, image_ids = studio
     ev = generated_run(True)
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
-        page.goto(url)
-        page.get_by_text("Project: generated").wait_for(timeout=60_000)
+    with project_page(browser, url, "generated") as page:
         page.get_by_role("tab", name="Results").click()
         page.locator("#confusion-plot .js-plotly-plot .hm").first.wait_for(timeout=60_000)
 
@@ -163,16 +160,11 @@ def test_relabel_a_confusion_cell_undo_and_lasso_the_map(browser, studio):  # no
             clip = {"x": 0, "y": top["y"] + scroll, "width": 1400}
             clip["height"] = bottom["y"] + bottom["height"] - top["y"]
             page.screenshot(path="docs/curation-loop.png", full_page=True, clip=clip)
-    finally:
-        page.close()
 
 
 def test_a_suggestion_applies_and_undoes_from_the_results_tab(browser, studio):  # noqa: F811
     url, st, pid, _ = studio
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
-        page.goto(url)
-        page.get_by_text("Project: generated").wait_for(timeout=60_000)
+    with project_page(browser, url, "generated") as page:
         page.get_by_role("tab", name="Results").click()
         page.locator("#results-headline").get_by_role("heading").wait_for(timeout=60_000)
         page.get_by_role("tab", name="Suggestions").click()
@@ -186,16 +178,11 @@ def test_a_suggestion_applies_and_undoes_from_the_results_tab(browser, studio): 
         page.get_by_role("button", name="Undo the last taxonomy edit").click()
         expect(page.locator("#suggestions-status")).to_contain_text("Undid", timeout=30_000)
         assert st.workspace.taxonomy(pid).parent("p") == "A"
-    finally:
-        page.close()
 
 
 def test_batch_filter_finds_a_subtree(browser, studio):  # noqa: F811
     url, st, pid, _ = studio
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
-        page.goto(url)
-        page.get_by_text("Project: generated").wait_for(timeout=60_000)
+    with project_page(browser, url, "generated") as page:
         page.get_by_role("tab", name="Data & labels").click()
         page.get_by_text("Batch: filter images and act on them").click()
         pick(page, page.get_by_label("Label in subtree"), "B / b1")
@@ -210,17 +197,12 @@ def test_batch_filter_finds_a_subtree(browser, studio):  # noqa: F811
         expect(note).to_contain_text(f"{expected + 1} images selected", timeout=30_000)
         thumbs.nth(1).click()
         expect(note).to_contain_text(f"{expected + 2} images selected", timeout=30_000)
-    finally:
-        page.close()
 
 
 def test_run_comparison_shows_settings_curves_and_a_node_diff(browser, studio):  # noqa: F811
     url, st, pid, image_ids = studio
     add_run(st.workspace, pid, image_ids, generated_run(False), "control run", epochs=3)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
-        page.goto(url)
-        page.get_by_text("Project: generated").wait_for(timeout=60_000)
+    with project_page(browser, url, "generated") as page:
         page.get_by_role("tab", name="Results").click()
         page.locator("#results-headline").get_by_role("heading").wait_for(timeout=60_000)
         page.get_by_role("tab", name="Run comparison").click()
@@ -233,5 +215,3 @@ def test_run_comparison_shows_settings_curves_and_a_node_diff(browser, studio): 
         diff = page.locator("#compare-diff")
         expect(diff).to_contain_text("A / a1", timeout=30_000)
         expect(diff).to_contain_text("0.75")  # a1: 2 of 8 right in A, 8 of 8 in B
-    finally:
-        page.close()

@@ -11,7 +11,7 @@ as in tests/test_browser.py.
 from __future__ import annotations
 
 import pytest
-from test_browser import browser, free_port  # noqa: F401
+from test_browser import browser, free_port, project_page  # noqa: F401
 from test_scale_views import layered_taxonomy
 
 from webapp import pickers
@@ -64,10 +64,7 @@ def test_typing_in_a_large_pickers_lists_the_matches_of_the_whole_text(
 
     monkeypatch.setattr(pickers, "search_picker", recording)
     assert len(studio.workspace.taxonomy(pid)) > ALL_CHOICES_UP_TO
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
-        page.goto(url)
-        page.get_by_text("Project: wide").wait_for(timeout=60_000)
+    with project_page(browser, url, "wide") as page:
         page.get_by_role("tab", name="Taxonomy").click()
         page.get_by_text("Taxonomy: 1,555 nodes").first.wait_for(timeout=60_000)
 
@@ -91,5 +88,3 @@ def test_typing_in_a_large_pickers_lists_the_matches_of_the_whole_text(
         names = [o for o in options if o != "(top level)"]
         assert names and all("rank2" in o and "4" in o for o in names), options[:5]
         assert names[0].endswith("/ rank2 4")
-    finally:
-        page.close()
