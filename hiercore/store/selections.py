@@ -12,7 +12,8 @@ it untouched. A row changed again by a later action keeps the later state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from hiercore.errors import DataError, HierTuneError
 from hiercore.store.database import Database, utc_now
@@ -30,15 +31,21 @@ def _clean_tag(tag: object) -> str:
 class Selections(Database):
     """The tag and review-request part of a `Workspace`."""
 
-    def tag_images(self, project_id: int, image_ids: Iterable[int], tag: str) -> int:
-        """Give images of a project a tag; returns how many did not have it yet."""
-        tag = _clean_tag(tag)
-        ids = list(dict.fromkeys(image_ids))
+    @contextmanager
+    def _action(self, project_id: int, ids: list, kind: str, tag: str | None = None) -> Iterator:
+        """A write that is one undoable action on images `ids` of the project: yields the
+        connection, the new action's id and its time."""
         with self._write() as conn:
             self._require_project(conn, project_id)
             self._require_images(conn, project_id, ids)
             now = utc_now()
-            action = _new_action(conn, project_id, "tag", tag, now)
+            yield conn, _new_action(conn, project_id, kind, tag, now), now
+
+    def tag_images(self, project_id: int, image_ids: Iterable[int], tag: str) -> int:
+        """Give images of a project a tag; returns how many did not have it yet."""
+        tag = _clean_tag(tag)
+        ids = list(dict.fromkeys(image_ids))
+        with self._action(project_id, ids, "tag", tag) as (conn, action, now):
             added = _add_rows(
                 conn,
                 action,
@@ -55,11 +62,7 @@ class Selections(Database):
         """Take a tag off images of a project; returns how many had it."""
         tag = _clean_tag(tag)
         ids = list(dict.fromkeys(image_ids))
-        with self._write() as conn:
-            self._require_project(conn, project_id)
-            self._require_images(conn, project_id, ids)
-            now = utc_now()
-            action = _new_action(conn, project_id, "untag", tag, now)
+        with self._action(project_id, ids, "untag", tag) as (conn, action, now):
             removed = _remove_rows(
                 conn,
                 action,
@@ -128,11 +131,7 @@ class Selections(Database):
         ids = list(dict.fromkeys(image_ids))
         if not ids:
             raise DataError("Select at least one image to send to review.")
-        with self._write() as conn:
-            self._require_project(conn, project_id)
-            self._require_images(conn, project_id, ids)
-            now = utc_now()
-            action = _new_action(conn, project_id, "review", None, now)
+        with self._action(project_id, ids, "review") as (conn, action, now):
             why = str(reason or "sent by hand").strip()[:200]
             added = _add_rows(
                 conn,
@@ -164,10 +163,7 @@ class Selections(Database):
     def resolve_review(self, project_id: int, image_ids: Iterable[int]) -> int:
         """Take images off the review queue (reviewed); returns how many were on it."""
         ids = list(dict.fromkeys(image_ids))
-        with self._write() as conn:
-            self._require_project(conn, project_id)
-            self._require_images(conn, project_id, ids)
-            action = _new_action(conn, project_id, "resolve", None, utc_now())
+        with self._action(project_id, ids, "resolve") as (conn, action, _):
             return _remove_rows(
                 conn,
                 action,
