@@ -222,10 +222,10 @@ def freeze_startup_heap() -> None:
     """Keep the objects that exist at start-up out of every later garbage collection.
 
     torch, open_clip, Gradio and the built app leave some 700,000 long-lived objects.
-    Python's full collection walked all of them: 0.40-0.55 s on a 2-core laptop, run in
+    Python's full collection walked all of them: 0.38-0.54 s on a 2-core laptop, run in
     whichever handler happened to allocate past the threshold; in the 10k-leaf browser
     benchmark it landed inside a rename. With them frozen a full collection takes
-    0.02-0.05 s (`benchmarks.bench_scale_browser` against `--no-freeze`). Frozen objects
+    0.03-0.05 s (`benchmarks.bench_scale_browser` against `--no-freeze`). Frozen objects
     are never collected, so this runs once, after a collection, when the app is built.
     """
     gc.collect()
