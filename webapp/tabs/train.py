@@ -417,16 +417,17 @@ def build(studio: Studio, project: gr.BrowserState) -> TrainTab:
         run_id = watched_run(studio, pid, chosen)
         status = studio.queue.status(run_id) if run_id else None
         key = curve_key(run_id, status)
-        bar, text, table = progress_html(status), status_text(status), project_runs(studio, pid)
+        html, text = progress_html(status), status_text(status)
+        table = project_runs(studio, pid)
         rows = tuple(table.itertuples(index=False))
-        before = last if isinstance(last, tuple) and len(last) == 4 else (None,) * 4
+        before = last or (None,) * 4  # None: a fresh page, or one that switched project
         same_curves = key == before[0]
         fig = gr.skip() if same_curves else training_curves_figure(live_history(studio, status))
         return (
-            gr.skip() if bar == before[1] else bar,
+            gr.skip() if html == before[1] else html,
             gr.skip() if text == before[2] else text,
             fig,
-            (key, bar, text, rows),
+            (key, html, text, rows),
             gr.skip() if rows == before[3] else table,
         )
 
